@@ -1,0 +1,30 @@
+"""The FastAPI application: `create_app(settings)` wires the routes to one database and one Celery app."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api.deps import Services
+from api.errors import install_error_handlers
+from api.routes import health, jobs
+from shared.db import Database
+from shared.queue import make_celery
+from shared.settings import Settings, load_settings
+
+DESCRIPTION = """
+GRPO fine-tuning as a service. POST a job spec (`GRPOTrainer`'s own arguments as JSON), then poll
+`GET /v1/jobs/{id}/metrics?after_step=N` to watch `reward`, `reward_std`, `kl` and everything else TRL logs.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for these settings (read from the environment when not given)."""
+    settings = settings or load_settings()
+    app = FastAPI(title="GRPO training service", version="0.1.0", description=DESCRIPTION)
+    app.state.services = Services(
+        settings=settings, database=Database.from_settings(settings), celery=make_celery(settings)
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app

@@ -1,0 +1,24 @@
+"""What a route needs from the app: its settings, database and Celery app (made once in `create_app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from fastapi import Request
+
+from shared.db import Database
+from shared.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    celery: Celery
+
+
+def services(request: Request) -> Services:
+    """The app's services, for `Depends`."""
+    found: Services = request.app.state.services
+    return found

@@ -1,0 +1,30 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import text
+
+from api.deps import Services, services
+from api.errors import ApiError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The API process is up (touches nothing else: the floor of what any endpoint costs)."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(svc: Annotated[Services, Depends(services)]) -> dict[str, str]:
+    """The API can reach its database."""
+    try:
+        with svc.database.session() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as error:
+        raise ApiError(503, "database_unavailable", f"cannot reach the database: {error}") from error
+    return {"status": "ok", "database": "ok"}

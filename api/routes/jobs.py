@@ -1,0 +1,125 @@
+"""/v1/jobs: submit GRPO jobs, read them, their metrics and their events. HTTP only: the work is in `shared`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+from sqlalchemy.orm import Session
+
+from api.deps import Services, services
+from api.errors import ApiError, not_found
+from api.schemas import ErrorBody, EventOut, EventPage, JobList, JobOut, MetricPage, MetricPointOut
+from shared import jobs
+from shared.models import Job
+from shared.problems import SpecError
+from shared.spec import JobSpec, check_spec
+from shared.submission import BrokerUnavailable, submit_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ServicesDep = Annotated[Services, Depends(services)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+
+SEED_EXAMPLE = {
+    "name": "seed example",
+    "model": "./grpo-data/tiny-model",
+    "train_dataset": {"rows": [{"prompt": "What is 2+2?", "answers": "4"}, {"prompt": "Say hi", "answers": "hi"}]},
+    "reward_funcs": [
+        {"type": "builtin", "name": "length", "params": {"ideal_length": 20}},
+        {
+            "type": "python",
+            "source": "def reward_len(completions, **kwargs):\n"
+            "    return [-abs(20 - len(completion)) for completion in completions]\n",
+        },
+    ],
+    "args": {
+        "max_steps": 20,
+        "num_generations": 4,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1e-5,
+        "beta": 0.04,
+        "logging_steps": 1,
+    },
+}
+
+
+def _require_job(session: Session, job_id: str) -> Job:
+    job = jobs.get_job(session, job_id)
+    if job is None:
+        raise not_found(f"job {job_id}")
+    return job
+
+
+@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 503: {"model": ErrorBody}})
+def create_job(
+    spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})], svc: ServicesDep
+) -> JobOut:
+    """Submit a GRPO job. The spec mirrors `GRPOTrainer`'s arguments; `args` are `GRPOConfig` fields.
+
+    A spec TRL would reject at run time (unknown field, batch not divisible by `num_generations`, a reward function
+    that does not parse, ...) is refused with 422 naming each problem and its fix; nothing is stored.
+    """
+    problems = check_spec(spec, device=svc.settings.device)
+    if problems:
+        raise SpecError(problems)
+    try:
+        job = submit_job(svc.database, svc.celery, svc.settings, spec)
+    except BrokerUnavailable as error:
+        raise ApiError(503, "broker_unavailable", str(error)) from error
+    return JobOut.of(job)
+
+
+@router.get("", response_model=JobList, responses=ERRORS)
+def list_jobs(
+    svc: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    after: Annotated[str | None, Query(description="Id of the last job of the previous page.")] = None,
+) -> JobList:
+    """Jobs, newest first."""
+    with svc.database.session() as session:
+        try:
+            page = jobs.list_jobs(session, limit=limit, after=after)
+        except LookupError:
+            raise not_found(f"job {after} (the `after` cursor)") from None
+        return JobList(data=[JobOut.of(job) for job in page.items], has_more=page.has_more)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: str, svc: ServicesDep) -> JobOut:
+    """A job: status, timing, error, latest metrics and its spec."""
+    with svc.database.session() as session:
+        return JobOut.of(_require_job(session, job_id))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricPage, responses=ERRORS)
+def get_metrics(
+    job_id: str,
+    svc: ServicesDep,
+    after_step: Annotated[int, Query(ge=-1, description="Return steps after this one; -1 from the start.")] = -1,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Points per page.")] = 100,
+) -> MetricPage:
+    """Everything TRL logged, step by step, in step order, each step once.
+
+    Poll with `after_step` = the last step seen; `has_more` says another page is ready now.
+    """
+    with svc.database.session() as session:
+        page = jobs.list_metrics(session, job_id, after_step=after_step, limit=limit)
+        if not page.items:
+            _require_job(session, job_id)  # only an empty page needs the extra query
+        return MetricPage(data=[MetricPointOut.of(p) for p in page.items], has_more=page.has_more)
+
+
+@router.get("/{job_id}/events", response_model=EventPage, responses=ERRORS)
+def get_events(
+    job_id: str,
+    svc: ServicesDep,
+    after: Annotated[int, Query(ge=0, description="Return events after this event id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> EventPage:
+    """State changes, errors (with tracebacks) and worker notes, oldest first."""
+    with svc.database.session() as session:
+        page = jobs.list_events(session, job_id, after_id=after, limit=limit)
+        if not page.items:
+            _require_job(session, job_id)
+        return EventPage(data=[EventOut.of(e) for e in page.items], has_more=page.has_more)

@@ -1,0 +1,1 @@
+"""The `grpo` command line: run the service (`up`, `serve`, `worker`, `migrate`, `demo`), use it (`submit`, `watch`)."""

@@ -1,0 +1,88 @@
+"""A small HTTP client of the API, for `grpo submit`, `grpo watch` and `grpo demo`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
+
+
+class ApiRefused(RuntimeError):
+    """The API answered with an error; `errors` lists the field problems of a 422."""
+
+    def __init__(self, status: int, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        error = response.json()["error"]
+        message, errors = error["message"], error.get("errors", [])
+    except (ValueError, KeyError, TypeError):
+        message, errors = response.text, []
+    raise ApiRefused(response.status_code, message, errors)
+
+
+class Client:
+    """The API at `base_url`."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def healthy(self) -> bool:
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        job: dict[str, Any] = _check(self.http.post("/v1/jobs", json=spec))
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = _check(self.http.get(f"/v1/jobs/{job_id}"))
+        return job
+
+    def metrics(self, job_id: str, after_step: int, limit: int = 1000) -> dict[str, Any]:
+        page: dict[str, Any] = _check(
+            self.http.get(f"/v1/jobs/{job_id}/metrics", params={"after_step": after_step, "limit": limit})
+        )
+        return page
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        page: dict[str, Any] = _check(self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}))
+        return list(page["data"])
+
+    def follow(
+        self, job_id: str, interval: float = 0.5, on_status: Callable[[dict[str, Any]], None] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield each metric point of the job once, in step order, until the job has ended and all are read."""
+        after_step = -1
+        status = None
+        while True:
+            job = self.job(job_id)
+            if job["status"] != status:
+                status = job["status"]
+                if on_status:
+                    on_status(job)
+            while True:
+                page = self.metrics(job_id, after_step)
+                for point in page["data"]:
+                    after_step = point["step"]
+                    yield point
+                if not page["has_more"]:
+                    break
+            if status in TERMINAL_STATUSES:
+                return
+            time.sleep(interval)

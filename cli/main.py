@@ -1,0 +1,202 @@
+"""`grpo`: run the service and use it. Every command reads the `GRPO_*` settings (see `shared.settings`)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from cli.client import ApiRefused, Client
+from cli.display import print_progress
+from shared.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="GRPO fine-tuning as a service: run the API and workers, submit jobs, watch them learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+PortOption = Annotated[int, typer.Option(help="Port the API listens on.")]
+HostOption = Annotated[str, typer.Option(help="Address the API binds to.")]
+UrlOption = Annotated[str | None, typer.Option("--url", help="API address (default: GRPO_API_URL).")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Migrate the embedded database on the fly; refuse to start on an unmigrated production one."""
+    from shared.db import SchemaNotReady, migrate, require_schema
+
+    if settings.database_url is None:
+        settings.ensure_data_dir()
+        migrate(settings.effective_database_url)
+        return
+    try:
+        require_schema(settings.effective_database_url)
+    except SchemaNotReady as error:
+        raise _fail(str(error)) from None
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@app.command()
+def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
+    """The API and one worker in the foreground, on the embedded default (no Postgres or Redis needed)."""
+    settings = load_settings()
+    _prepare_database(settings)
+    console.print(
+        f"data dir {settings.data_dir}; database {settings.effective_database_url}; "
+        f"broker {settings.effective_broker_url}",
+        highlight=False,
+    )
+    worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"])
+    try:
+        _serve(settings, host, port)
+    finally:
+        _stop(worker)
+
+
+@app.command()
+def serve(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
+    """The API alone (production: several can run behind a load balancer)."""
+    settings = load_settings()
+    _prepare_database(settings)
+    _serve(settings, host, port)
+
+
+@app.command()
+def worker(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
+    """A worker alone: takes one job at a time from the queue and trains it in a child process."""
+    settings = load_settings()
+    _prepare_database(settings)
+    from worker.app import run_worker
+
+    run_worker(settings, loglevel=loglevel)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema to the newest migration (the compose one-shot runs this)."""
+    from shared.db import migrate as run_migrations
+
+    settings = load_settings()
+    settings.ensure_data_dir()
+    revision = run_migrations(settings.effective_database_url)
+    console.print(f"database at migration {revision}: {settings.effective_database_url}", highlight=False)
+
+
+@app.command("tiny-model")
+def tiny_model(
+    directory: Annotated[Path, typer.Argument(help="Where to write the model and tokenizer.")],
+    reward_model: Annotated[bool, typer.Option(help="A 1-label sequence classifier (a reward model) instead.")] = False,
+) -> None:
+    """Write a tiny random-weight Qwen2 model (2 layers) and its chat-template tokenizer, offline, in seconds."""
+    from worker.tiny_model import build_tiny_model
+
+    build_tiny_model(directory, reward_model=reward_model)
+    console.print(f"tiny {'reward ' if reward_model else ''}model written to {directory}", highlight=False)
+
+
+def _read_spec(path: Path) -> Any:
+    text = path.read_text()
+    try:
+        return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise _fail(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {error}") from None
+
+
+def _print_refusal(error: ApiRefused) -> None:
+    err_console.print(f"[red]the API refused ({error.status}):[/red]", highlight=False)
+    for problem in error.errors or [{"field": "", "message": str(error)}]:
+        err_console.print(f"  - {problem['message']}", highlight=False)
+
+
+def _watch(client: Client, job_id: str) -> dict[str, Any]:
+    def on_status(job: dict[str, Any]) -> None:
+        console.print(f"[bold]{job['id']}[/bold] is {job['status']}", highlight=False)
+
+    print_progress(console, client.follow(job_id, on_status=on_status))
+    job = client.job(job_id)
+    if job["status"] == "failed":
+        err_console.print(f"[red]job failed:[/red] {job['error']}", highlight=False)
+    else:
+        console.print(f"job {job['id']} {job['status']}", highlight=False)
+    return job
+
+
+@app.command()
+def submit(
+    spec_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Job spec, JSON or YAML.")],
+    url: UrlOption = None,
+    watch: Annotated[bool, typer.Option(help="Follow the job's metrics until it ends.")] = False,
+) -> None:
+    """Submit a job spec; prints the job id (and, with --watch, the metrics as they come)."""
+    client = Client(url or load_settings().api_url)
+    try:
+        job = client.submit(_read_spec(spec_file))
+    except ApiRefused as error:
+        _print_refusal(error)
+        raise typer.Exit(2) from None
+    console.print(job["id"], highlight=False)
+    if watch:
+        final = _watch(client, job["id"])
+        raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+@app.command()
+def watch(job_id: str, url: UrlOption = None) -> None:
+    """Print a job's metrics step by step (step, reward, reward_std, kl, completion length) until it ends."""
+    client = Client(url or load_settings().api_url)
+    try:
+        final = _watch(client, job_id)
+    except ApiRefused as error:
+        raise _fail(str(error)) from None
+    raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for the demo's API; 0 picks a free one.")] = 0,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 80,
+) -> None:
+    """Start the embedded service, train the tiny model with GRPO, and show reward and kl step by step."""
+    from cli.demo import run_demo
+
+    raise typer.Exit(run_demo(load_settings(), console, port=port, steps=steps))
+
+
+def main() -> None:
+    """Entry point of the `grpo` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Every setting of the service, read once from `GRPO_*` environment variables and passed down.
+
+The defaults make the *embedded* deployment: a SQLite database and a serverless broker, both files in the data
+dir, so `grpo up` needs no server. Production sets `GRPO_DATABASE_URL` (Postgres) and `GRPO_BROKER_URL` (Redis).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Settings shared by the API, the workers and the command line."""
+
+    model_config = SettingsConfigDict(env_prefix="GRPO_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("grpo-data"),
+        description="Uploaded files, job outputs (checkpoints, logs) and the embedded database and broker.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the job database; default: a SQLite file in the data dir.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL; default: a serverless SQLite-backed broker in the data dir.",
+    )
+    queue: str = Field(default="grpo", description="Name of the Celery queue jobs are sent to.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description=(
+            "Where workers train. `cpu` also lets the API refuse bf16/fp16 specs at submit time; "
+            "`auto` uses CUDA when a worker has it."
+        ),
+    )
+    api_url: str = Field(default="http://127.0.0.1:8000", description="Where `grpo submit` and `grpo watch` send.")
+    broker_polling_interval: float = Field(
+        default=0.1,
+        gt=0,
+        description="Seconds between polls of the serverless broker (only the embedded SQLite broker polls).",
+    )
+    metrics_flush_interval: float = Field(
+        default=0.1,
+        gt=0,
+        description="Longest time (s) a logged training step waits in the worker before it is written to the database.",
+    )
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Child processes and the forkserver may run from another working directory: pin the path now.
+        return value.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL in use: the setting, or the embedded SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'grpo.sqlite'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL in use: the setting, or the embedded SQLite-backed broker."""
+        return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        """True when the broker is kombu's SQLAlchemy transport (no server process)."""
+        return self.effective_broker_url.startswith("sqla+")
+
+    def job_dir(self, job_id: str) -> Path:
+        """The directory that holds everything one job writes (checkpoints, final model, training log)."""
+        return self.data_dir / "jobs" / job_id
+
+    def ensure_data_dir(self) -> None:
+        """Create the data dir; SQLite needs its parent folder to exist."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (call once per process, then pass the object down)."""
+    return Settings()

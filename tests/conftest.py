@@ -1,0 +1,115 @@
+"""Fixtures: the tiny model, a database of each test's own, Redis queues of each test's own, running services."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from shared.db import Database, migrate
+from tests.processes import Service, base_env
+from tests.services import libpq_url, postgres_admin_url, redis_url
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 model built once for the whole run (what `grpo tiny-model` writes)."""
+    from worker.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    return postgres_admin_url()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    return redis_url()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database of this test's own; dropped afterwards."""
+    name = f"grpo_test_{secrets.token_hex(6)}"
+    with psycopg.connect(libpq_url(postgres_server), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(libpq_url(postgres_server), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_queue(redis_server: str) -> Iterator[str]:
+    """A queue name of this test's own (so parallel tests never take each other's tasks); its keys are removed."""
+    queue = f"grpo-test-{secrets.token_hex(6)}"
+    yield queue
+    client = redis.Redis.from_url(redis_server)
+    for key in client.scan_iter(f"*{queue}*"):
+        client.delete(key)
+
+
+@pytest.fixture
+def embedded_service(tmp_path: Path) -> Iterator[Service]:
+    """`grpo up` on the embedded default (SQLite + SQLite broker) in a data dir of its own."""
+    service = Service(base_env(tmp_path / "data"), tmp_path)
+    try:
+        service.start_api("up")
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def production_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
+    """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production."""
+    env = base_env(tmp_path / "data", database_url=postgres_url, broker_url=redis_server, queue=redis_queue)
+    service = Service(env, tmp_path)
+    try:
+        migrate = service.start(["migrate"], "migrate")
+        assert migrate.process.wait(timeout=60) == 0, migrate.log()
+        service.start_api("serve")
+        service.start_worker()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of this test's own: a SQLite file (the embedded default), then a Postgres database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'grpo.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    """A migrated database (each test's own) and its connection pool."""
+    migrate(database_url)
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def api_only(tmp_path: Path) -> Iterator[Service]:
+    """`grpo serve` on the embedded default, with no worker: submitted jobs stay queued."""
+    service = Service(base_env(tmp_path / "data"), tmp_path)
+    try:
+        service.start_api("serve")
+        yield service
+    finally:
+        service.stop()

@@ -1,0 +1,132 @@
+"""The HTTP API over real HTTP to a real `grpo serve` (uvicorn): answers, errors, and nothing lost to bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.processes import Service, base_env
+from tests.specs import job_spec, seed_example
+
+
+def stored_jobs(service: Service) -> list[dict]:  # type: ignore[type-arg]
+    response = service.http.get("/v1/jobs", params={"limit": 100})
+    assert response.status_code == 200
+    return list(response.json()["data"])
+
+
+def test_a_valid_spec_is_stored_queued_and_readable(api_only: Service) -> None:
+    created = api_only.submit(seed_example("/models/tiny"))
+    assert created["status"] == "queued" and created["id"].startswith("job-")
+    assert created["model"] == "/models/tiny" and created["attempt"] == 0
+    fetched = api_only.job(created["id"])
+    assert fetched["spec"] == seed_example("/models/tiny")
+    assert [j["id"] for j in stored_jobs(api_only)] == [created["id"]]
+    assert api_only.http.get(f"/v1/jobs/{created['id']}/metrics").json() == {"data": [], "has_more": False}
+    events = api_only.events(created["id"])
+    assert [(e["kind"], e["message"]) for e in events] == [("status", "job queued")]
+
+
+def test_a_bad_spec_is_a_422_naming_each_problem_and_nothing_is_stored(api_only: Service) -> None:
+    api_only.submit(job_spec("/models/tiny"))  # something stored already must stay untouched
+    spec = job_spec("/models/tiny")
+    spec["args"].update(per_device_train_batch_size=3, num_generation=4)
+    response = api_only.http.post("/v1/jobs", json=spec)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request"
+    fields = {e["field"]: e["message"] for e in error["errors"]}
+    assert "did you mean 'num_generations'?" in fields["args.num_generation"]
+    assert "use per_device_train_batch_size 4 or 8" in fields["args.per_device_train_batch_size"]
+    assert len(stored_jobs(api_only)) == 1
+
+
+def test_structural_errors_are_422_with_field_paths(api_only: Service) -> None:
+    spec = job_spec("/models/tiny")
+    spec["reward_funcs"] = [{"type": "python"}]
+    del spec["model"]
+    response = api_only.http.post("/v1/jobs", json=spec)
+    assert response.status_code == 422
+    fields = {e["field"]: e["message"] for e in response.json()["error"]["errors"]}
+    assert fields == {"model": "model is required", "reward_funcs[0].source": "reward_funcs[0].source is required"}
+    assert stored_jobs(api_only) == []
+
+
+def test_a_body_that_is_not_json_is_a_clear_422(api_only: Service) -> None:
+    response = api_only.http.post("/v1/jobs", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["error"]["type"] == "invalid_json"
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_unknown_jobs_are_404s(api_only: Service) -> None:
+    for path in ("/v1/jobs/job-nope", "/v1/jobs/job-nope/metrics", "/v1/jobs/job-nope/events"):
+        response = api_only.http.get(path)
+        assert response.status_code == 404, path
+        assert response.json()["error"]["message"] == "job job-nope does not exist"
+    response = api_only.http.get("/v1/jobs", params={"after": "job-nope"})
+    assert response.status_code == 404
+
+
+def test_bad_query_parameters_are_422s(api_only: Service) -> None:
+    job = api_only.submit(job_spec("/models/tiny"))
+    response = api_only.http.get(f"/v1/jobs/{job['id']}/metrics", params={"limit": 0})
+    assert response.status_code == 422
+    assert response.json()["error"]["errors"][0]["field"] == "query.limit"
+
+
+def test_jobs_are_listed_newest_first_in_pages(api_only: Service) -> None:
+    ids = [api_only.submit(job_spec("/models/tiny", name=f"job {i}"))["id"] for i in range(3)]
+    first = api_only.http.get("/v1/jobs", params={"limit": 2}).json()
+    second = api_only.http.get("/v1/jobs", params={"limit": 2, "after": first["data"][-1]["id"]}).json()
+    assert [j["id"] for j in first["data"] + second["data"]] == list(reversed(ids))
+    assert first["has_more"] and not second["has_more"]
+
+
+def test_openapi_docs_and_health(api_only: Service) -> None:
+    schema = api_only.http.get("/openapi.json").json()
+    assert {
+        "/v1/jobs",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}/metrics",
+        "/v1/jobs/{job_id}/events",
+        "/healthz",
+    } <= set(schema["paths"])
+    assert "Submit a GRPO job" in schema["paths"]["/v1/jobs"]["post"]["description"]
+    assert "JobSpec" in schema["components"]["schemas"]
+    assert "swagger-ui" in api_only.http.get("/docs").text
+    assert api_only.http.get("/healthz").json() == {"status": "ok"}
+    assert api_only.http.get("/readyz").json() == {"status": "ok", "database": "ok"}
+
+
+def test_an_unreachable_broker_is_a_503_and_the_job_keeps_its_reason(tmp_path: Path) -> None:
+    env = base_env(tmp_path / "data", broker_url="redis://127.0.0.1:9/0")  # nothing listens on port 9
+    service = Service(env, tmp_path)
+    try:
+        service.start_api("serve")
+        response = service.http.post("/v1/jobs", json=job_spec("/models/tiny"), timeout=60)
+        assert response.status_code == 503
+        assert "could not send the job to the broker" in response.json()["error"]["message"]
+        (job,) = stored_jobs(service)
+        assert job["status"] == "failed" and "submit it again" in job["error"]
+    finally:
+        service.stop()
+
+
+def test_the_api_serves_postgres_as_it_serves_sqlite(
+    tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str
+) -> None:
+    env = base_env(tmp_path / "data", database_url=postgres_url, broker_url=redis_server, queue=redis_queue)
+    service = Service(env, tmp_path)
+    try:
+        unmigrated = service.start(["serve", "--port", str(service.port)], "unmigrated")
+        assert unmigrated.process.wait(timeout=60) != 0
+        assert "run `grpo migrate`" in unmigrated.log()
+        assert service.start(["migrate"], "migrate").process.wait(timeout=60) == 0
+        service.start_api("serve")
+        job = service.submit(seed_example("/models/tiny"))
+        assert service.job(job["id"])["status"] == "queued"
+        assert httpx.get(f"{service.url}/readyz").json()["database"] == "ok"
+    finally:
+        service.stop()

@@ -1,0 +1,154 @@
+"""Running the real `grpo` processes (API, worker, both) for tests, and talking to them over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.services import free_port
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class GrpoProcess:
+    """One `grpo <verb>` process, its output in a log file."""
+
+    def __init__(self, verb: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", *verb], env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if not self.alive():
+                raise AssertionError(f"process exited ({self.process.returncode}) before {text!r}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.log()}")
+            time.sleep(0.1)
+
+
+class Service:
+    """A running service (API, and workers unless told otherwise) and an HTTP client for it."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.processes: list[GrpoProcess] = []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = httpx.Client(base_url=self.url, timeout=30)
+
+    def start(self, verb: list[str], name: str) -> GrpoProcess:
+        process = GrpoProcess(verb, self.env, self.log_dir / f"{name}.log")
+        self.processes.append(process)
+        return process
+
+    def start_api(self, verb: str = "serve") -> GrpoProcess:
+        process = self.start([verb, "--port", str(self.port)], verb)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if self.http.get("/healthz").status_code == 200:
+                    return process
+            except httpx.TransportError:
+                pass
+            if not process.alive():
+                raise AssertionError(f"`grpo {verb}` exited ({process.process.returncode}):\n{process.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"`grpo {verb}` did not answer within 90s:\n{process.log()}")
+            time.sleep(0.2)
+
+    def start_worker(self, name: str = "worker") -> GrpoProcess:
+        process = self.start(["worker"], name)
+        process.wait_for_log("ready.")
+        return process
+
+    def stop(self) -> None:
+        self.http.close()
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path.name}\n{p.log()}" for p in self.processes)
+
+    # --- the API, as a test uses it ---
+
+    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post("/v1/jobs", json=spec)
+        assert response.status_code == 201, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def wait_until(self, job_id: str, done: Callable[[dict[str, Any]], bool], timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if done(job):
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s\n{self.logs()}")
+            time.sleep(0.2)
+
+    def wait_finished(self, job_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        return self.wait_until(job_id, lambda job: job["status"] in TERMINAL, timeout)
+
+    def all_metrics(self, job_id: str, page_size: int = 7) -> list[dict[str, Any]]:
+        """Every metric point, read through the cursor in small pages (so paging itself is exercised)."""
+        points: list[dict[str, Any]] = []
+        after_step = -1
+        while True:
+            response = self.http.get(
+                f"/v1/jobs/{job_id}/metrics", params={"after_step": after_step, "limit": page_size}
+            )
+            assert response.status_code == 200, response.text
+            page = response.json()
+            points += page["data"]
+            if not page["has_more"]:
+                return points
+            after_step = page["data"][-1]["step"]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000})
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+
+def base_env(data_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a test's service processes: offline, its own data dir, the given GRPO_ settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
+    env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GRPO_DATA_DIR": str(data_dir)})
+    env.update({f"GRPO_{k.upper()}": v for k, v in settings.items()})
+    return env

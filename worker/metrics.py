@@ -1,0 +1,144 @@
+"""Streaming what the trainer logs into the database as it happens.
+
+`MetricsCallback.on_log` hands each log to a `MetricsWriter`, whose background thread writes batches every
+`metrics_flush_interval` seconds: the training loop never waits for the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from shared import jobs
+from shared.db import Database
+from shared.jobs import MetricRecord
+from shared.models import utcnow
+
+log = logging.getLogger(__name__)
+
+# Keys of TRL's end-of-training log; it is the job's summary, not a step's metrics.
+SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"})
+
+
+class MetricsWriterFailed(RuntimeError):
+    """The database refused the metrics for longer than the writer retries."""
+
+
+class MetricsWriter:
+    """Buffers logged steps and writes them in batches from a background thread."""
+
+    def __init__(self, database: Database, job_id: str, flush_interval: float, retry_for: float = 30.0) -> None:
+        self._database = database
+        self._job_id = job_id
+        self._flush_interval = flush_interval
+        self._retry_for = retry_for
+        self._pending: dict[int, MetricRecord] = {}
+        # The newest step seen: a later log for the same step (eval metrics) is merged into it.
+        self._latest: MetricRecord | None = None
+        self._condition = threading.Condition()
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"metrics-{job_id}", daemon=True)
+        self._thread.start()
+
+    def add(self, step: int, epoch: float | None, metrics: dict[str, Any]) -> None:
+        """Queue what was logged at `step`; raises if the writer has given up on the database."""
+        if self._error is not None:
+            raise MetricsWriterFailed(f"could not store metrics: {self._error}") from self._error
+        with self._condition:
+            if self._latest is not None and self._latest.step == step:
+                record = MetricRecord(
+                    step,
+                    epoch if epoch is not None else self._latest.epoch,
+                    {**self._latest.metrics, **metrics},
+                    utcnow(),
+                )
+            else:
+                record = MetricRecord(step, epoch, dict(metrics), utcnow())
+            self._latest = record
+            self._pending[step] = record
+            self._condition.notify()
+
+    def close(self) -> None:
+        """Write everything still buffered and stop the thread; raises if some of it could not be written."""
+        with self._condition:
+            self._closing = True
+            self._condition.notify()
+        self._thread.join()
+        if self._error is not None:
+            raise MetricsWriterFailed(f"could not store metrics: {self._error}") from self._error
+
+    def _take(self) -> list[MetricRecord] | None:
+        with self._condition:
+            while not self._pending and not self._closing:
+                self._condition.wait()
+            if not self._pending:
+                return None  # closing, nothing left
+            # Let the logs of the next flush interval gather into one write.
+            deadline = time.monotonic() + self._flush_interval
+            while not self._closing and (remaining := deadline - time.monotonic()) > 0:
+                self._condition.wait(timeout=remaining)
+            batch = sorted(self._pending.values(), key=lambda r: r.step)
+            self._pending.clear()
+            return batch
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._write(batch)
+            except BaseException as error:
+                self._error = error
+                return
+
+    def _write(self, batch: list[MetricRecord]) -> None:
+        deadline = time.monotonic() + self._retry_for
+        delay = 0.1
+        while True:
+            try:
+                with self._database.session() as session:
+                    jobs.record_metrics(session, self._job_id, batch)
+                return
+            except Exception as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("writing metrics of %s failed (%s); retrying in %.1fs", self._job_id, error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+class MetricsCallback(TrainerCallback):
+    """Sends every `on_log` to the writer, and records the plan (total steps) and TRL's final summary."""
+
+    def __init__(self, writer: MetricsWriter, database: Database, job_id: str) -> None:
+        self.writer = writer
+        self.database = database
+        self.job_id = job_id
+        self.summary: dict[str, Any] = {}
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if state.is_world_process_zero:
+            with self.database.session() as session:
+                jobs.set_job_fields(session, self.job_id, total_steps=state.max_steps)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        if SUMMARY_KEYS & logs.keys():
+            self.summary.update(logs)
+            return
+        metrics = dict(logs)
+        epoch = metrics.pop("epoch", None)
+        self.writer.add(state.global_step, epoch, metrics)

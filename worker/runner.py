@@ -1,0 +1,137 @@
+"""Builds and runs one `GRPOTrainer` for one job. Runs inside the job's training child process.
+
+This module imports torch, transformers and TRL at the top on purpose: the worker's forkserver preloads it, so
+every training child starts with them already imported.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from shared import jobs
+from shared.db import Database
+from shared.settings import Settings
+from shared.spec import JobSpec
+from worker.data import DatasetProblem, load_prompts
+from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
+from worker.model_paths import ModelNotFound, check_model_reference
+from worker.rewards import RewardFunctionError, build_reward_funcs
+
+
+@dataclass
+class Outcome:
+    """How a training run ended, as the child reports it to the worker."""
+
+    succeeded: bool
+    error: str | None = None
+    traceback: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class TrainingFailed(RuntimeError):
+    """Training could not run or finish; the message says at which stage and why."""
+
+
+READABLE_ERRORS = (TrainingFailed, RewardFunctionError, DatasetProblem, MetricsWriterFailed, ModelNotFound)
+
+
+def choose_precision(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """bf16 where the GPU supports it, fp32 on a CPU, unless the spec chose; refuse bf16/fp16 without a GPU."""
+    has_cuda = settings.device != "cpu" and torch.cuda.is_available()
+    if settings.device == "cuda" and not has_cuda:
+        raise TrainingFailed("GRPO_DEVICE is cuda but this worker sees no CUDA GPU: check the GPU reservation")
+    if has_cuda:
+        if "bf16" not in args and "fp16" not in args:
+            return {"bf16": torch.cuda.is_bf16_supported()}
+        return {}
+    for name in ("bf16", "fp16"):
+        if args.get(name):
+            raise TrainingFailed(
+                f"args.{name}=true needs a GPU, and this worker has only a CPU: remove args.{name} "
+                "(the service picks bf16 on GPUs that support it and fp32 on CPUs)"
+            )
+    # TRL defaults bf16 to True, which transformers refuses on a CPU.
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
+def build_config(spec: JobSpec, settings: Settings, output_dir: Path) -> GRPOConfig:
+    """GRPOConfig from the spec's args, with the service's output dir and precision."""
+    arguments: dict[str, Any] = {"report_to": "none", "disable_tqdm": True, **spec.args}
+    arguments.update(choose_precision(spec.args, settings))
+    arguments["output_dir"] = str(output_dir)
+    return GRPOConfig(**arguments)
+
+
+def _stage_error(stage: str, error: BaseException) -> TrainingFailed:
+    if isinstance(error, READABLE_ERRORS):
+        return TrainingFailed(f"{stage}: {error}")  # already says what went wrong in words
+    return TrainingFailed(f"{stage}: {type(error).__name__}: {error}")
+
+
+def train(settings: Settings, database: Database, job_id: str) -> Outcome:
+    """Run the job's GRPO training to the end; every failure is returned as an Outcome with a readable error."""
+    try:
+        return _train(settings, database, job_id)
+    except TrainingFailed as failure:
+        return Outcome(False, str(failure), "".join(traceback.format_exception(failure.__cause__ or failure)))
+    except BaseException as error:  # anything unforeseen still ends the job with its reason
+        return Outcome(False, f"{type(error).__name__}: {error}", traceback.format_exc())
+
+
+def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        if job is None:
+            raise TrainingFailed(f"job {job_id} is not in the database")
+        spec = JobSpec.model_validate(job.spec)
+    job_dir = settings.job_dir(job_id)
+
+    stage = "loading train_dataset"
+    try:  # each stage names itself in the error a user reads
+        train_dataset = load_prompts(spec.train_dataset, "train_dataset")
+        stage = "loading eval_dataset"
+        eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset") if spec.eval_dataset else None
+        stage = "building reward_funcs"
+        reward_funcs = build_reward_funcs(spec.reward_funcs)
+        stage = "configuring GRPO (args)"
+        config = build_config(spec, settings, job_dir / "output")
+        stage = "finding the model"
+        check_model_reference(spec.model)
+    except Exception as error:
+        raise _stage_error(stage, error) from error
+
+    writer = MetricsWriter(database, job_id, settings.metrics_flush_interval)
+    callback = MetricsCallback(writer, database, job_id)
+    failure: TrainingFailed | None = None
+    stage = f"loading model {spec.model!r}"
+    try:
+        trainer = GRPOTrainer(
+            model=spec.model,
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=[callback],
+        )
+        stage = "training"
+        trainer.train()
+        stage = "saving the final model"
+        trainer.save_model(str(job_dir / "final-model"))
+    except Exception as error:
+        failure = _stage_error(stage, error)
+        failure.__cause__ = error
+    # Every step logged before the end (or the failure) reaches the database.
+    try:
+        writer.close()
+    except MetricsWriterFailed as error:
+        if failure is None:
+            raise _stage_error("storing metrics", error) from error
+    if failure is not None:
+        raise failure
+    return Outcome(True, summary=callback.summary)
