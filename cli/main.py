@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -56,6 +57,17 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
 
 
+def _probe_device() -> str:
+    """`cuda`, `cpu`, or `auto` when unknown: asked of torch in a short-lived process (the API must not import it)."""
+    probe = "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"
+    try:
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        return "auto"
+    answer = result.stdout.strip()
+    return answer if result.returncode == 0 and answer in ("cuda", "cpu") else "auto"
+
+
 def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     if process.poll() is not None:
         return
@@ -72,6 +84,10 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
     """The API and one worker in the foreground, on the embedded default (no Postgres or Redis needed)."""
     settings = load_settings()
     _prepare_database(settings)
+    if settings.device == "auto" and _probe_device() == "cpu":
+        # The API and the worker share this machine: let the API refuse bf16/fp16 specs at submit time.
+        os.environ["GRPO_DEVICE"] = "cpu"
+        console.print("no CUDA GPU here: jobs train on the CPU (GRPO_DEVICE=cpu)", highlight=False)
     console.print(
         f"data dir {settings.data_dir}; database {settings.effective_database_url}; "
         f"broker {settings.effective_broker_url}",

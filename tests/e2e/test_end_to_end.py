@@ -104,7 +104,6 @@ def test_unloadable_inputs_fail_with_readable_errors(
     no_prompt_file = tmp_path / "questions.jsonl"
     no_prompt_file.write_text('{"question": "2+2?"}\n{"question": "3+3?"}\n')
     no_prompt = embedded_service.submit(job_spec(tiny_model, train_dataset={"path": str(no_prompt_file)}))
-    bf16_on_cpu = embedded_service.submit(job_spec(tiny_model, args={**job_spec(tiny_model)["args"], "bf16": True}))
 
     assert embedded_service.wait_finished(missing_model["id"])["error"] == (
         f"finding the model: model '{tmp_path / 'no-model'}' does not exist on this worker: give the path of a "
@@ -114,7 +113,14 @@ def test_unloadable_inputs_fail_with_readable_errors(
         "train_dataset has no 'prompt' column (its columns: question)"
         in embedded_service.wait_finished(no_prompt["id"])["error"]
     )
-    assert (
-        "args.bf16=true needs a GPU, and this worker has only a CPU"
-        in embedded_service.wait_finished(bf16_on_cpu["id"])["error"]
-    )
+
+
+def test_bf16_is_refused_at_submit_when_the_embedded_service_has_no_gpu(
+    embedded_service: Service, tiny_model: Path
+) -> None:
+    spec = job_spec(tiny_model)
+    spec["args"]["bf16"] = True
+    response = embedded_service.http.post("/v1/jobs", json=spec)
+    assert response.status_code == 422
+    assert "args.bf16=true needs a GPU, and this deployment trains on CPUs only" in response.text
+    assert embedded_service.http.get("/v1/jobs").json()["data"] == []
