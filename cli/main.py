@@ -68,6 +68,10 @@ def _probe_device() -> str:
     return answer if result.returncode == 0 and answer in ("cuda", "cpu") else "auto"
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     if process.poll() is not None:
         return
@@ -93,6 +97,9 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
         f"broker {settings.effective_broker_url}",
         highlight=False,
     )
+    # uvicorn re-raises a SIGTERM it handled once it has shut down; turned into SystemExit here, it lets the
+    # `finally` below stop the worker instead of killing this process on the spot and orphaning the worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"])
     try:
         _serve(settings, host, port)

@@ -77,3 +77,21 @@ def test_the_readmes_demo_command_succeeds(tmp_path: Path) -> None:
     rewards = [float(r[1]) for r in rows]
     assert sum(rewards[-16:]) / 16 > sum(rewards[:16]) / 16 + 3  # the demo shows learning
     assert all(r[3] != "-" for r in rows)  # kl on every step
+
+
+def test_stopping_grpo_up_leaves_no_process_behind(tmp_path: Path) -> None:
+    import psutil
+
+    service = Service(base_env(tmp_path / "data"), tmp_path)
+    try:
+        up = service.start_api("up")
+        up.wait_for_log("ready.")  # the worker is up, with its forkserver
+        family = psutil.Process(up.process.pid).children(recursive=True)
+        assert any("worker" in " ".join(p.cmdline()) for p in family)
+        assert any("forkserver" in " ".join(p.cmdline()) for p in family)
+        up.process.terminate()  # SIGTERM, as `docker stop` or a process manager sends
+        assert up.process.wait(timeout=30) != 0
+        _gone, alive = psutil.wait_procs(family, timeout=30)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    finally:
+        service.stop()
