@@ -100,13 +100,22 @@ def list_events(session: Session, job_id: str, *, after_id: int, limit: int) -> 
 
 def add_event(session: Session, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
     """Record something that happened to a job."""
-    session.add(JobEvent(job_id=job_id, kind=kind, message=message, data=data, created_at=utcnow()))
+    session.add(
+        JobEvent(job_id=job_id, kind=kind, message=json_safe(message), data=json_safe(data), created_at=utcnow())
+    )
 
 
 def json_safe(value: Any) -> Any:
-    """NaN and infinities become null: JSON (and Postgres' JSONB) has no such numbers."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    """`value` as JSON (and Postgres' text and JSONB) can hold it: NaN and infinities become null, NUL characters
+    are dropped, tuples become lists; nested values alike."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -119,7 +128,7 @@ def record_metrics(session: Session, job_id: str, records: list[MetricRecord]) -
             "job_id": job_id,
             "step": r.step,
             "epoch": json_safe(r.epoch),
-            "metrics": {k: json_safe(v) for k, v in r.metrics.items()},
+            "metrics": json_safe(r.metrics),
             "logged_at": r.logged_at,
         }
         for r in records

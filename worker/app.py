@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 from celery import Celery
+from celery.signals import worker_shutting_down
 
 from shared.db import Database
 from shared.queue import RUN_JOB_TASK, make_celery
@@ -23,11 +25,17 @@ def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings)
     database = Database.from_settings(settings)
     name = worker_name()
+    stopping = threading.Event()
+
+    @worker_shutting_down.connect(weak=False)
+    def _on_shutdown(**_kwargs: object) -> None:
+        # Celery's warm shutdown would wait for the running job to end, however long it trains.
+        stopping.set()
 
     @app.task(name=RUN_JOB_TASK)
     def run_job(job_id: str) -> None:
         """Claim job `job_id` in the database and train it; a job that is not queued is left alone."""
-        execute_job(settings, database, name, job_id)
+        execute_job(settings, database, name, job_id, stopping)
 
     return app
 

@@ -1,0 +1,46 @@
+"""Recording how a run ended never leaves a job `running` because of what the run produced."""
+
+from __future__ import annotations
+
+from shared import jobs
+from shared.db import Database
+from shared.spec import JobSpec
+from shared.states import claim
+from tests.specs import job_spec
+from worker.execute import _finish, failure
+
+
+def running_job(database: Database) -> tuple[str, int]:
+    with database.session() as session:
+        job_id = jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+    with database.session() as session:
+        attempt = claim(session, job_id, "test-worker")
+    assert attempt is not None
+    return job_id, attempt
+
+
+def test_a_summary_with_nan_is_stored_with_null(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    _finish(database, job_id, attempt, {"succeeded": True, "summary": {"train_loss": float("nan"), "x": [1.0]}})
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        assert job is not None
+        assert (job.status, job.summary) == ("succeeded", {"train_loss": None, "x": [1.0]})
+
+
+def test_an_error_with_nul_characters_is_stored_without_them(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    _finish(database, job_id, attempt, failure("bad \x00byte", "Traceback \x00(most recent call last)"))
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        assert job is not None and (job.status, job.error) == ("failed", "bad byte")
+        (error_event,) = [e for e in jobs.list_events(session, job_id, after_id=0, limit=10).items if e.kind == "error"]
+        assert error_event.data == {"traceback": "Traceback (most recent call last)"}
+
+
+def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    _finish(database, job_id, attempt + 1, failure("from a stale claim"))
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        assert job is not None and (job.status, job.error) == ("running", None)
