@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,10 +20,19 @@ class SchemaNotReady(RuntimeError):
     """The database is missing migrations: the user must run `grpo migrate`."""
 
 
+# Claims and transitions are `UPDATE ... RETURNING`, which SQLite has since 3.35.
+MIN_SQLITE = (3, 35, 0)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL and a busy timeout so the API can read while a worker writes."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise RuntimeError(
+            f"this Python links SQLite {sqlite3.sqlite_version}, and the embedded database needs 3.35 or newer: "
+            "use a newer Python build, or set GRPO_DATABASE_URL to a PostgreSQL database"
+        )
     engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")

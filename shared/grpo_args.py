@@ -1,156 +1,39 @@
 """`args` of a job spec, checked against TRL's `GRPOConfig` without importing TRL.
 
-The API must start fast and never import torch, so it validates against `grpo_config_fields.json`: a description
-of every `GRPOConfig` field (JSON types, choices, default, help) generated from the installed TRL by
-`python -m shared.grpo_args --write`. A unit test regenerates it and fails when it drifts from the installed TRL.
-
-Besides types and choices, `check_args` applies the rules TRL only enforces at run time (in
-`GRPOConfig.__post_init__` and `GRPOTrainer.__init__`), so a spec TRL would reject is refused at submit time.
+Types and choices come from the stored description of GRPOConfig (`shared.grpo_config_description`). Beyond them,
+`check_args` applies the rules TRL and transformers only enforce when a job runs (`GRPOConfig.__post_init__`,
+`TrainingArguments._validate_args`, `Trainer.__init__`, `GRPOTrainer.__init__`), so that a spec they would reject
+is refused at submit time. A unit test compares these verdicts with the installed TRL's, field by field.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 import json
-import sys
-import types
-import typing
-from functools import lru_cache
-from pathlib import Path
+import math
 from typing import Any
 
+from shared.grpo_config_description import default, grpo_config_fields
 from shared.problems import Problem, did_you_mean
-
-DESCRIPTION_PATH = Path(__file__).with_name("grpo_config_fields.json")
-
-# GRPOConfig fields typed plain `str` that TRL nevertheless only accepts from a fixed set (its help text lists
-# them). The sync test checks each choice still appears in the installed TRL's help for the field.
-TRL_STRING_CHOICES: dict[str, list[str]] = {
-    "loss_type": ["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"],
-    "scale_rewards": ["group", "batch", "none"],
-    "importance_sampling_level": ["token", "sequence"],
-    "multi_objective_aggregation": ["sum_then_normalize", "normalize_then_sum"],
-    "vllm_mode": ["server", "colocate"],
-    "vllm_model_impl": ["transformers", "vllm"],
-    "vllm_importance_sampling_mode": ["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"],
-}
-
-# TRL maps `scale_rewards=True/False` to "group"/"none" although the field is typed `str`.
-EXTRA_TYPES: dict[str, list[str]] = {"scale_rewards": ["boolean"]}
 
 # Fields the service sets itself; a spec that sets them is told why.
 SERVICE_MANAGED: dict[str, str] = {
     "output_dir": "the service writes each job's checkpoints and final model to the job's own data dir: remove it",
 }
-
-DEVICE_PRECISIONS = ("bf16", "fp16")
-
-
-# --- The description (generated from the installed TRL) -----------------------------------------------------
-
-
-def _json_types(annotation: Any) -> tuple[list[str], list[Any] | None, str | None]:
-    """JSON types a field accepts, the choices of its enum (if any), and the JSON type of its list items."""
-    members = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        else (annotation,)
-    )
-    kinds: list[str] = []
-    choices: list[Any] | None = None
-    items: str | None = None
-    for member in members:
-        origin = typing.get_origin(member) or member
-        if member is type(None):
-            kind = "null"
-        elif origin is typing.Literal:
-            literal_values = list(typing.get_args(member))
-            kind = "boolean" if all(isinstance(v, bool) for v in literal_values) else "string"
-        elif origin is bool:
-            kind = "boolean"
-        elif origin is int:
-            kind = "integer"
-        elif origin is float:
-            kind = "number"
-        elif origin is str:
-            kind = "string"
-        elif origin is dict:
-            kind = "object"
-        elif origin is list:
-            kind = "array"
-            (item_type,) = typing.get_args(member) or (Any,)
-            if isinstance(item_type, type) and issubclass(item_type, enum.Enum):
-                items = "string"
-            else:
-                item_kinds = _json_types(item_type)[0] if item_type is not Any else []
-                items = item_kinds[0] if len(item_kinds) == 1 else None
-        elif isinstance(origin, type) and issubclass(origin, enum.Enum):
-            kind = "string"
-            choices = [m.value for m in origin]
-        else:
-            continue  # a Python object (e.g. accelerate's ParallelismConfig) that JSON cannot describe
-        if kind not in kinds:
-            kinds.append(kind)
-    return kinds, choices, items
+# Fields for what the service cannot run yet: any value but the default is refused, with the reason.
+NOT_SUPPORTED: dict[str, str] = {
+    "deepspeed": "DeepSpeed is not installed on this service's workers",
+    "fsdp": "sharded (multi-process) training is not supported by this service yet",
+    "ddp_backend": "multi-process training is not supported by this service yet",
+}
+# Fields that need a GPU: refused at submit on a CPU-only deployment.
+GPU_ONLY = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "tf32")
+# Learning-rate schedules that read an evaluation metric.
+EVAL_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
+# The longest search for a suggested group size (the suggestion is a courtesy, not worth a slow request).
+MAX_SUGGESTION_SEARCH = 10_000
 
 
-def _json_default(field: dataclasses.Field[Any]) -> Any:
-    if field.default is dataclasses.MISSING:
-        return None
-    value = field.default
-    if isinstance(value, enum.Enum):
-        return value.value
-    try:
-        json.dumps(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
-def describe_installed_grpo_config() -> dict[str, Any]:
-    """Describe the installed TRL's GRPOConfig (imports TRL: for the generator and its test, never the API)."""
-    import transformers
-    import trl
-    from trl import GRPOConfig
-
-    hints = typing.get_type_hints(GRPOConfig)
-    fields: dict[str, Any] = {}
-    for field in dataclasses.fields(GRPOConfig):
-        if not field.init or field.name.startswith("_"):
-            continue
-        kinds, choices, items = _json_types(hints[field.name])
-        kinds += [k for k in EXTRA_TYPES.get(field.name, []) if k not in kinds]
-        description: dict[str, Any] = {"types": kinds, "default": _json_default(field)}
-        if field.name in TRL_STRING_CHOICES:
-            choices = TRL_STRING_CHOICES[field.name]
-        if choices is not None:
-            description["choices"] = choices
-        if items is not None:
-            description["items"] = items
-        description["help"] = " ".join(str(field.metadata.get("help", "")).split())
-        fields[field.name] = description
-    return {"trl_version": trl.__version__, "transformers_version": transformers.__version__, "fields": fields}
-
-
-def render_description(description: dict[str, Any]) -> str:
-    """The description as the committed file holds it."""
-    return json.dumps(description, indent=1, sort_keys=True) + "\n"
-
-
-@lru_cache(maxsize=1)
-def grpo_config_fields() -> dict[str, dict[str, Any]]:
-    """Every GRPOConfig field, as the committed description has it."""
-    fields: dict[str, dict[str, Any]] = json.loads(DESCRIPTION_PATH.read_text())["fields"]
-    return fields
-
-
-def default(name: str) -> Any:
-    """The default TRL gives field `name`."""
-    return grpo_config_fields()[name]["default"]
-
-
-# --- Checking a spec's args -------------------------------------------------------------------------------------
+# --- One field ------------------------------------------------------------------------------------------------
 
 
 def _json_type_of(value: Any) -> str:
@@ -189,6 +72,13 @@ def _type_phrase(kinds: list[str]) -> str:
     return " or ".join(names[k] for k in kinds)
 
 
+def _not_in(path: str, value: str, choices: list[str]) -> Problem:
+    listed = ", ".join(repr(c) for c in choices)
+    return Problem(
+        path, f"{path} is {value!r}, which TRL does not accept{did_you_mean(value, choices)}: use one of {listed}"
+    )
+
+
 def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem | None:
     path = f"args.{name}"
     kinds: list[str] = description["types"]
@@ -199,10 +89,13 @@ def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem 
         return Problem(path, f"{path} must be {_type_phrase(kinds)}, not {json.dumps(value)}")
     choices = description.get("choices")
     if choices and value_type == "string" and value not in choices:
-        listed = ", ".join(repr(c) for c in choices)
-        return Problem(
-            path, f"{path} is {value!r}, which TRL does not accept{did_you_mean(value, choices)}: use one of {listed}"
-        )
+        return _not_in(path, value, choices)
+    item_choices = description.get("item_choices")
+    if item_choices and value_type == "string":
+        # A string holds the list's items separated by spaces (transformers splits it).
+        for word in value.split():
+            if word not in item_choices:
+                return _not_in(path, word, item_choices)
     items = description.get("items")
     if items and value_type == "array":
         for index, item in enumerate(value):
@@ -210,41 +103,72 @@ def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem 
                 return Problem(
                     f"{path}[{index}]", f"{path}[{index}] must be {_type_phrase([items])}, not {json.dumps(item)}"
                 )
+            if item_choices and item not in item_choices:
+                return _not_in(f"{path}[{index}]", str(item), item_choices)
+    keys = description.get("keys")
+    if keys and value_type == "object":
+        for key in value:
+            if key not in keys:
+                return Problem(f"{path}.{key}", f"{path}.{key} is not a key TRL accepts here{did_you_mean(key, keys)}")
+    return None
+
+
+# --- Rules across fields --------------------------------------------------------------------------------------
+
+
+class _Args:
+    """A spec's args with TRL's defaults behind them."""
+
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.given = args
+
+    def __getitem__(self, name: str) -> Any:
+        return self.given[name] if name in self.given else default(name)
+
+    def number(self, name: str) -> float | None:
+        value = self[name]
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _first_multiples(start: int, step: int, count: int = 2) -> list[int]:
+    first = (start // step + 1) * step
+    return [first + i * step for i in range(count)]
+
+
+def _group_size_for(generation_batch: int, num_generations: int) -> int | None:
+    """A group size that divides the generation batch: the largest below num_generations, else the next above."""
+    below = range(min(num_generations - 1, generation_batch), 1, -1)
+    above = range(num_generations + 1, generation_batch + 1)
+    for candidates in (below, above):
+        for tried, size in enumerate(candidates):
+            if tried >= MAX_SUGGESTION_SEARCH:
+                break
+            if generation_batch % size == 0:
+                return size
     return None
 
 
 def _batch_fixes(batch: int, accumulation: int, num_generations: int) -> str:
     """Suggest per-device batch sizes and group sizes that make the generation batch hold whole groups."""
-    sizes = [b for b in range(batch + 1, batch + 4 * num_generations + 1) if (b * accumulation) % num_generations == 0]
-    generation_batch = batch * accumulation
-    groups = [g for g in range(2, generation_batch + 1) if generation_batch % g == 0]
-    fixes = []
-    if sizes:
-        fixes.append(f"per_device_train_batch_size {' or '.join(str(s) for s in sizes[:2])}")
-    if groups:
-        fixes.append(f"num_generations {groups[-1] if groups[-1] < num_generations else groups[0]}")
-    return "use " + ", or ".join(fixes) if fixes else "make the batch a multiple of num_generations"
+    # batch x accumulation is a multiple of num_generations when batch is a multiple of this:
+    batch_step = num_generations // math.gcd(accumulation, num_generations)
+    fixes = [f"per_device_train_batch_size {' or '.join(str(s) for s in _first_multiples(batch, batch_step))}"]
+    group = _group_size_for(batch * accumulation, num_generations)
+    if group is not None:
+        fixes.append(f"num_generations {group}")
+    return "use " + ", or ".join(fixes)
 
 
-def _int(args: dict[str, Any], name: str) -> int | None:
-    """The integer value of a field (given or TRL's default), or None when it is not an integer."""
-    value = args.get(name, default(name))
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: bool) -> list[Problem]:
-    problems: list[Problem] = []
-    num_generations = _int(args, "num_generations")
-    batch = _int(args, "per_device_train_batch_size")
-    accumulation = _int(args, "gradient_accumulation_steps")
-    if "num_generations" in args and args["num_generations"] is None:
+def _check_batch_rules(args: _Args, processes: int) -> list[Problem]:
+    num_generations = args["num_generations"]
+    batch, accumulation = args["per_device_train_batch_size"], args["gradient_accumulation_steps"]
+    if num_generations is None:
         return [Problem("args.num_generations", "args.num_generations cannot be null: give the group size (e.g. 8)")]
-    if num_generations is None or batch is None or accumulation is None:
-        return problems  # a type problem was already reported
-
-    for name, value in (("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation)):
-        if value < 1:
-            problems.append(Problem(f"args.{name}", f"args.{name} ({value}) must be at least 1"))
+    problems = [
+        Problem(f"args.{name}", f"args.{name} ({value}) must be at least 1")
+        for name, value in (("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation))
+        if value < 1
+    ]
     if num_generations < 2:
         problems.append(
             Problem(
@@ -256,8 +180,7 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
     if problems:
         return problems
 
-    generation_batch_size = args.get("generation_batch_size")
-    steps_per_generation = args.get("steps_per_generation")
+    generation_batch_size, steps_per_generation = args["generation_batch_size"], args["steps_per_generation"]
     global_batch = batch * processes
     if generation_batch_size is not None and steps_per_generation is not None:
         return [
@@ -266,7 +189,7 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
                 "args.generation_batch_size and args.steps_per_generation cannot both be set: keep one",
             )
         ]
-    if isinstance(generation_batch_size, int):
+    if generation_batch_size is not None:
         if generation_batch_size % global_batch != 0:
             return [
                 Problem(
@@ -284,7 +207,7 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
                     f"use a multiple of {num_generations}",
                 )
             )
-    elif isinstance(steps_per_generation, int):
+    elif steps_per_generation is not None:
         generation_batch = global_batch * steps_per_generation
         if generation_batch % num_generations != 0:
             problems.append(
@@ -296,13 +219,12 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
                 )
             )
     elif (global_batch * accumulation) % num_generations != 0:
-        generation_batch = global_batch * accumulation
         if accumulation == 1:
             shown = f"args.per_device_train_batch_size ({batch})"
         else:
             shown = (
                 f"the generation batch (per_device_train_batch_size {batch} x gradient_accumulation_steps "
-                f"{accumulation} = {generation_batch})"
+                f"{accumulation} = {global_batch * accumulation})"
             )
         problems.append(
             Problem(
@@ -313,11 +235,10 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
             )
         )
 
-    eval_strategy = args.get("eval_strategy", default("eval_strategy"))
-    if has_eval_dataset and eval_strategy != "no":
-        eval_batch = _int(args, "per_device_eval_batch_size")
-        eval_generations = _int(args, "num_generations_eval") or num_generations
-        if eval_batch is not None and (eval_batch * processes) % eval_generations != 0:
+    if args["eval_strategy"] != "no":
+        eval_batch = args["per_device_eval_batch_size"]
+        eval_generations = args["num_generations_eval"] or num_generations
+        if (eval_batch * processes) % eval_generations != 0:
             problems.append(
                 Problem(
                     "args.per_device_eval_batch_size",
@@ -328,11 +249,104 @@ def _check_batch_rules(args: dict[str, Any], processes: int, has_eval_dataset: b
     return problems
 
 
-def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> list[Problem]:
+def _check_step_rules(args: _Args) -> list[Problem]:
     problems: list[Problem] = []
-    get = lambda name: args.get(name, default(name))  # noqa: E731
+    for name, strategy in (
+        ("logging_steps", "logging_strategy"),
+        ("eval_steps", "eval_strategy"),
+        ("save_steps", "save_strategy"),
+    ):
+        value = args.number(name)
+        if value is not None and args[strategy] == "steps" and value > 1 and value != int(value):
+            problems.append(Problem(f"args.{name}", f"args.{name} ({value}) must be a whole number when above 1"))
+    if args["logging_strategy"] == "steps" and args.number("logging_steps") == 0:
+        problems.append(Problem("args.logging_steps", "args.logging_steps must not be 0 with logging_strategy 'steps'"))
+    empty_cache_steps = args["torch_empty_cache_steps"]
+    if empty_cache_steps is not None and empty_cache_steps <= 0:
+        problems.append(
+            Problem("args.torch_empty_cache_steps", f"args.torch_empty_cache_steps ({empty_cache_steps}) must be > 0")
+        )
+    if (args.number("warmup_steps") or 0) < 0:
+        problems.append(Problem("args.warmup_steps", f"args.warmup_steps ({args['warmup_steps']}) must be at least 0"))
+    completion_length = args["max_completion_length"]
+    if completion_length is not None and completion_length < 1:
+        problems.append(
+            Problem(
+                "args.max_completion_length", f"args.max_completion_length ({completion_length}) must be at least 1"
+            )
+        )
+    if args["dataloader_prefetch_factor"] is not None and args["dataloader_num_workers"] == 0:
+        problems.append(
+            Problem(
+                "args.dataloader_prefetch_factor",
+                "args.dataloader_prefetch_factor only applies with args.dataloader_num_workers > 0: "
+                "set both or neither",
+            )
+        )
+    pad = args["pad_to_multiple_of"]
+    if isinstance(pad, str) and pad.lower() not in ("auto", "none", "null") and not pad.strip().isdigit():
+        problems.append(
+            Problem("args.pad_to_multiple_of", f"args.pad_to_multiple_of is {pad!r}: use an integer, 'auto' or null")
+        )
+    return problems
 
-    if get("auto_find_batch_size"):
+
+def _check_eval_rules(args: _Args, has_eval_dataset: bool) -> list[Problem]:
+    problems: list[Problem] = []
+    evaluates = args["eval_strategy"] != "no"
+    if evaluates and not has_eval_dataset:
+        problems.append(
+            Problem(
+                "args.eval_strategy",
+                f"args.eval_strategy is {args['eval_strategy']!r} but the job has no eval_dataset: "
+                "add an eval_dataset or set eval_strategy to 'no'",
+            )
+        )
+    if args["lr_scheduler_type"] in EVAL_SCHEDULES and not evaluates:
+        problems.append(
+            Problem(
+                "args.lr_scheduler_type",
+                f"args.lr_scheduler_type {args['lr_scheduler_type']!r} follows an evaluation metric: set "
+                "eval_strategy (and an eval_dataset), or choose another schedule",
+            )
+        )
+    load_best = args["load_best_model_at_end"]
+    if load_best and args["save_strategy"] != "best":
+        if args["eval_strategy"] != args["save_strategy"]:
+            problems.append(
+                Problem(
+                    "args.load_best_model_at_end",
+                    "args.load_best_model_at_end needs save_strategy and eval_strategy to match "
+                    f"(they are {args['save_strategy']!r} and {args['eval_strategy']!r}), or save_strategy 'best'",
+                )
+            )
+        elif args["eval_strategy"] == "steps":
+            save_steps, eval_steps = (
+                args.number("save_steps"),
+                args.number("eval_steps") or args.number("logging_steps"),
+            )
+            if save_steps and eval_steps and round(save_steps * 1e6) % round(eval_steps * 1e6) != 0:
+                problems.append(
+                    Problem(
+                        "args.save_steps",
+                        f"args.load_best_model_at_end needs save_steps ({save_steps}) to be a multiple of "
+                        f"eval_steps ({eval_steps})",
+                    )
+                )
+    metric_defaults = load_best or args["lr_scheduler_type"] in EVAL_SCHEDULES  # transformers then uses "loss"
+    if args["save_strategy"] == "best" and args["metric_for_best_model"] is None and not metric_defaults:
+        problems.append(
+            Problem(
+                "args.metric_for_best_model",
+                "args.save_strategy 'best' needs args.metric_for_best_model (e.g. 'eval_reward') to know what is best",
+            )
+        )
+    return problems
+
+
+def _check_other_rules(args: _Args, reward_count: int, device: str) -> list[Problem]:
+    problems: list[Problem] = []
+    if args["auto_find_batch_size"]:
         problems.append(
             Problem(
                 "args.auto_find_batch_size",
@@ -340,27 +354,30 @@ def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> 
                 "the groups of num_generations completions): remove it and lower per_device_train_batch_size instead",
             )
         )
-    if get("bf16") and get("fp16"):
-        problems.append(Problem("args.bf16", "args.bf16 and args.fp16 are both true: choose one precision"))
+    for half, other in (("bf16", "fp16"), ("bf16_full_eval", "fp16_full_eval")):
+        if args[half] and args[other]:
+            problems.append(
+                Problem(f"args.{half}", f"args.{half} and args.{other} are both true: choose one precision")
+            )
     if device == "cpu":
-        for name in DEVICE_PRECISIONS:
-            if args.get(name):
-                problems.append(
-                    Problem(
-                        f"args.{name}",
-                        f"args.{name}=true needs a GPU, and this deployment trains on CPUs only: remove args.{name} "
-                        "(the service picks bf16 on GPUs that support it and fp32 on CPUs)",
-                    )
-                )
-    if get("log_completions_hub_repo") is not None and not get("log_completions"):
+        problems += [
+            Problem(
+                f"args.{name}",
+                f"args.{name}=true needs a GPU, and this deployment trains on CPUs only: remove args.{name} "
+                "(the service picks bf16 on GPUs that support it and fp32 on CPUs)",
+            )
+            for name in GPU_ONLY
+            if args.given.get(name)
+        ]
+    if args["log_completions_hub_repo"] is not None and not args["log_completions"]:
         problems.append(
             Problem(
                 "args.log_completions_hub_repo",
                 "args.log_completions_hub_repo is set but args.log_completions is false: set log_completions to true",
             )
         )
-    weights = args.get("reward_weights")
-    if isinstance(weights, list) and len(weights) != reward_count:
+    weights = args["reward_weights"]
+    if weights is not None and len(weights) != reward_count:
         problems.append(
             Problem(
                 "args.reward_weights",
@@ -368,8 +385,8 @@ def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> 
                 "give one weight per reward function, in the same order",
             )
         )
-    low, high = get("vllm_importance_sampling_clip_min"), get("vllm_importance_sampling_clip_max")
-    if isinstance(low, int | float) and isinstance(high, int | float) and low >= high:
+    low, high = args["vllm_importance_sampling_clip_min"], args["vllm_importance_sampling_clip_max"]
+    if low is not None and high is not None and low >= high:
         problems.append(
             Problem(
                 "args.vllm_importance_sampling_clip_min",
@@ -377,8 +394,8 @@ def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> 
                 f"args.vllm_importance_sampling_clip_max ({high})",
             )
         )
-    mode = get("vllm_importance_sampling_mode")
-    if get("vllm_importance_sampling_correction") and str(mode).endswith("_truncate") and low is None and high is None:
+    mode = args["vllm_importance_sampling_mode"]
+    if args["vllm_importance_sampling_correction"] and mode.endswith("_truncate") and low is None and high is None:
         problems.append(
             Problem(
                 "args.vllm_importance_sampling_mode",
@@ -386,7 +403,7 @@ def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> 
                 "vllm_importance_sampling_clip_max: set one",
             )
         )
-    if get("sync_ref_model") and not get("beta"):
+    if args["sync_ref_model"] and not args["beta"]:
         problems.append(
             Problem(
                 "args.sync_ref_model",
@@ -394,22 +411,12 @@ def _check_other_rules(args: dict[str, Any], reward_count: int, device: str) -> 
                 "set beta (e.g. 0.04) or remove sync_ref_model",
             )
         )
-    for name, strictly_positive in (
-        ("learning_rate", False),
-        ("beta", False),
-        ("temperature", True),
-        ("logging_steps", True),
-    ):
-        value = args.get(name)
-        if (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and (value < 0 or (strictly_positive and value == 0))
-        ):
+    for name, strictly_positive in (("learning_rate", False), ("beta", False), ("temperature", True)):
+        value = args.number(name)
+        if value is not None and (value < 0 or (strictly_positive and value == 0)):
             relation = "greater than 0" if strictly_positive else "at least 0"
             problems.append(Problem(f"args.{name}", f"args.{name} ({value}) must be {relation}"))
-    max_steps, epochs = get("max_steps"), get("num_train_epochs")
-    if isinstance(max_steps, int) and max_steps <= 0 and isinstance(epochs, int | float) and epochs <= 0:
+    if args["max_steps"] <= 0 and args["num_train_epochs"] <= 0:
         problems.append(
             Problem("args.num_train_epochs", "args.num_train_epochs must be positive unless args.max_steps is set")
         )
@@ -431,6 +438,8 @@ def check_args(
     for name, value in args.items():
         if name in SERVICE_MANAGED:
             problems.append(Problem(f"args.{name}", f"args.{name} is set by the service: {SERVICE_MANAGED[name]}"))
+        elif name in NOT_SUPPORTED and value is not None and value != default(name):
+            problems.append(Problem(f"args.{name}", f"args.{name}: {NOT_SUPPORTED[name]}; remove it"))
         elif name not in fields:
             problems.append(
                 Problem(
@@ -443,24 +452,11 @@ def check_args(
             value_problems.append(problem)
     if value_problems:
         return problems + value_problems  # the cross-field rules need well-typed values
-    known = {name: value for name, value in args.items() if name in fields}
+    known = _Args({name: value for name, value in args.items() if name in fields})
     return (
         problems
-        + _check_batch_rules(known, processes, has_eval_dataset)
+        + _check_batch_rules(known, processes)
+        + _check_step_rules(known)
+        + _check_eval_rules(known, has_eval_dataset)
         + _check_other_rules(known, reward_count, device)
     )
-
-
-def main(argv: list[str]) -> int:
-    """`python -m shared.grpo_args --write` regenerates the description from the installed TRL."""
-    rendered = render_description(describe_installed_grpo_config())
-    if argv[1:] == ["--write"]:
-        DESCRIPTION_PATH.write_text(rendered)
-        print(f"wrote {DESCRIPTION_PATH}")
-        return 0
-    sys.stdout.write(rendered)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))

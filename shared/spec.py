@@ -9,8 +9,7 @@ and that the reward functions find the dataset columns they ask for.
 from __future__ import annotations
 
 import ast
-import builtins
-import symtable
+import math
 from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
@@ -18,11 +17,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 
 from shared.grpo_args import check_args
 from shared.problems import Problem, SpecError, did_you_mean
+from shared.reward_source import TRL_REWARD_KWARGS, read_reward_source
 
-# Keyword arguments TRL passes to every reward function besides the dataset columns (GRPOTrainer._calculate_rewards).
-TRL_REWARD_KWARGS = frozenset(
-    {"prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments"}
-)
 # How many rows with the same problem are named before the rest are counted.
 MAX_ROWS_NAMED = 3
 
@@ -49,7 +45,11 @@ class PathDataset(_Strict):
 
 
 def _dataset_kind(value: Any) -> str | None:
-    source = value if isinstance(value, dict) else vars(value)
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    source = value
     if "rows" in source:
         return "inline"
     if "path" in source:
@@ -145,91 +145,29 @@ def _top_level_functions(source: str) -> list[str]:
     return [node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
 
 
-def _undefined_names(source: str, filename: str) -> dict[str, list[str]]:
-    """Names each scope reads that nothing defines (not the module, not builtins): {scope name: [names]}."""
-    module = symtable.symtable(source, filename, "exec")
-    defined = {s.get_name() for s in module.get_symbols() if s.is_assigned() or s.is_imported()}
-    if any(s.get_name() == "*" for s in module.get_symbols()):
-        return {}  # `from x import *` defines names we cannot see
-    known = defined | set(dir(builtins))
-    missing: dict[str, list[str]] = {}
-
-    def visit(table: symtable.SymbolTable, scope: str) -> None:
-        for symbol in table.get_symbols():
-            name = symbol.get_name()
-            reads_global = symbol.is_global() if table.get_type() != "module" else not symbol.is_assigned()
-            if symbol.is_referenced() and reads_global and name not in known:
-                missing.setdefault(scope, []).append(name)
-        for child in table.get_children():
-            visit(child, scope if table.get_type() != "module" else child.get_name())
-
-    visit(module, "<module>")
-    return missing
-
-
-def _reward_parameters(node: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[list[str], bool]:
-    """The parameters a reward function requires (no default), and whether it takes **kwargs."""
-    positional = node.args.posonlyargs + node.args.args
-    required = [a.arg for a in positional[: len(positional) - len(node.args.defaults)]]
-    required += [a.arg for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True) if d is None]
-    return required, node.args.kwarg is not None
-
-
-def check_python_reward(reward: PythonReward, path: str) -> tuple[list[str], list[Problem]]:
-    """Parse a Python reward; returns the dataset columns it requires, and its problems."""
-    filename = f"<{path}>"
-    try:
-        tree = ast.parse(reward.source, filename=filename)
-    except SyntaxError as error:
-        return [], [Problem(f"{path}.source", f"{path}.source is not valid Python: line {error.lineno}: {error.msg}")]
-    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
-    if not functions:
-        return [], [
-            Problem(
-                f"{path}.source",
-                f"{path}.source defines no function: define `def my_reward(completions, **kwargs)` returning one "
-                "float per completion",
-            )
-        ]
-    if reward.function is None and len(functions) > 1:
-        return [], [
-            Problem(
-                f"{path}.function",
-                f"{path}.source defines {len(functions)} functions ({', '.join(functions)}): set {path}.function to "
-                "the one TRL should call",
-            )
-        ]
-    name = reward.function or next(iter(functions))
-    if name not in functions:
-        return [], [
-            Problem(
-                f"{path}.function",
-                f"{path}.function is {name!r}, which the source does not define{did_you_mean(name, functions)}",
-            )
-        ]
-    problems: list[Problem] = []
-    required, takes_kwargs = _reward_parameters(functions[name])
-    if not takes_kwargs:
-        problems.append(
-            Problem(
-                f"{path}.source",
-                f"{name}() must accept **kwargs: TRL calls reward functions with prompts, completions, "
-                "completion_ids, trainer_state and every dataset column as keyword arguments",
-            )
+def _is_prompt(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value.strip())
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
         )
-    for scope, names in _undefined_names(reward.source, filename).items():
-        where = "the source" if scope == "<module>" else f"{scope}()"
-        problems.append(
-            Problem(
-                f"{path}.source",
-                f"{where} uses {', '.join(sorted(set(names)))}, which the source neither defines nor imports",
-            )
-        )
-    columns = [p for p in required if p not in TRL_REWARD_KWARGS]
-    return columns, problems
+    )
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    kinds: dict[type, str] = {str: "string", list: "list", dict: "object"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _check_rows(rows: list[dict[str, Any]], path: str) -> list[Problem]:
+    """Every row has a prompt, the same columns, and one JSON type per column (as Arrow needs to load them)."""
     problems: list[Problem] = []
     columns = set(rows[0])
     bad_prompt = [i for i, row in enumerate(rows) if not _is_prompt(row.get("prompt"))]
@@ -255,48 +193,77 @@ def _check_rows(rows: list[dict[str, Any]], path: str) -> list[Problem]:
                 "every row needs the same columns",
             )
         )
+    for column in sorted(columns):
+        kinds: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            if row.get(column) is not None:
+                kinds.setdefault(_json_kind(row[column]), index)
+        if len(kinds) > 1:
+            (first, _), (second, index) = sorted(kinds.items(), key=lambda item: item[1])[:2]
+            problems.append(
+                Problem(
+                    f"{path}.rows[{index}].{column}",
+                    f"{path}.rows[{index}].{column} is a {second} where earlier rows have a {first}: "
+                    "a column holds one type in every row",
+                )
+            )
+    reserved = sorted(columns & TRL_REWARD_KWARGS)
+    if reserved:
+        problems.append(
+            Problem(
+                f"{path}.rows[0].{reserved[0]}",
+                f"{path} has column(s) {', '.join(reserved)}, which TRL already passes to reward functions under "
+                "that name: rename the column(s)",
+            )
+        )
     return problems
 
 
-def _is_prompt(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(value.strip())
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in value)
-    )
+def _unstorable_values(value: Any, path: str) -> list[Problem]:
+    """NaN/infinite numbers and NUL characters: JSON cannot carry the first, Postgres refuses the second."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [Problem(path, f"{path} is {value}, which is not a number JSON can carry: give a finite number")]
+    if isinstance(value, str) and "\x00" in value:
+        return [Problem(path, f"{path} contains a NUL character (\\u0000): remove it")]
+    if isinstance(value, dict):
+        return [p for key, item in value.items() for p in _unstorable_values(item, f"{path}.{key}" if path else key)]
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in _unstorable_values(item, f"{path}[{index}]")]
+    return []
 
 
-def check_spec(spec: JobSpec, *, device: str = "auto") -> list[Problem]:
-    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time."""
-    problems = check_args(
-        spec.args, reward_count=len(spec.reward_funcs), has_eval_dataset=spec.eval_dataset is not None, device=device
-    )
-    for field_name in ("train_dataset", "eval_dataset"):
-        dataset = getattr(spec, field_name)
-        if isinstance(dataset, InlineDataset):
-            problems += _check_rows(dataset.rows, field_name)
+def _dataset_columns(dataset: DatasetSpec | None) -> set[str] | None:
+    """The columns of inline rows; None when the dataset is only read by the worker."""
+    return set(dataset.rows[0]) if isinstance(dataset, InlineDataset) else None
 
-    columns = set(spec.train_dataset.rows[0]) if isinstance(spec.train_dataset, InlineDataset) else None
+
+def _check_reward_funcs(spec: JobSpec) -> list[Problem]:
+    problems: list[Problem] = []
+    datasets = {
+        "train_dataset": _dataset_columns(spec.train_dataset),
+        "eval_dataset": _dataset_columns(spec.eval_dataset),
+    }
     names: dict[str, int] = {}
     for index, reward in enumerate(spec.reward_funcs):
         path = f"reward_funcs[{index}]"
         if isinstance(reward, PythonReward):
-            required, reward_problems = check_python_reward(reward, path)
-            problems += reward_problems
-            if reward_problems:
+            source = read_reward_source(reward.source, reward.function, path)
+            problems += source.problems
+            if source.problems or source.function is None:
                 continue
-            missing = [c for c in required if columns is not None and c not in columns]
-            if missing:
-                problems.append(
-                    Problem(
-                        f"{path}.source",
-                        f"{reward.reward_name}() needs the dataset column(s) {', '.join(missing)}, but train_dataset "
-                        f"has {', '.join(sorted(columns or []))}: add the column, or give the parameter a default",
+            name = source.function
+            for dataset, columns in datasets.items():
+                missing = [c for c in source.required_columns if columns is not None and c not in columns]
+                if missing:
+                    problems.append(
+                        Problem(
+                            f"{path}.source",
+                            f"{name}() needs the dataset column(s) {', '.join(missing)}, but {dataset} has "
+                            f"{', '.join(sorted(columns or []))}: add the column, or give the parameter a default",
+                        )
                     )
-                )
-        name = reward.reward_name
+        else:
+            name = reward.reward_name
         if name in names:
             problems.append(
                 Problem(
@@ -306,7 +273,22 @@ def check_spec(spec: JobSpec, *, device: str = "auto") -> list[Problem]:
                 )
             )
         names.setdefault(name, index)
+    return problems
 
+
+def check_spec(spec: JobSpec, *, device: str = "auto") -> list[Problem]:
+    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time."""
+    unstorable = _unstorable_values(spec.model_dump(mode="python"), "")
+    if unstorable:
+        return unstorable  # the other checks assume numbers are numbers
+    problems = check_args(
+        spec.args, reward_count=len(spec.reward_funcs), has_eval_dataset=spec.eval_dataset is not None, device=device
+    )
+    for field_name in ("train_dataset", "eval_dataset"):
+        dataset = getattr(spec, field_name)
+        if isinstance(dataset, InlineDataset):
+            problems += _check_rows(dataset.rows, field_name)
+    problems += _check_reward_funcs(spec)
     if spec.peft_config is not None:
         problems.append(
             Problem("peft_config", "peft_config (LoRA) is not supported by this service yet: set it to null")

@@ -19,6 +19,8 @@ from shared.submission import BrokerUnavailable, submit_job
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]
 
+# The widest values the database columns hold (steps are INTEGER, event ids BIGINT).
+MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
 ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}}
 
 SEED_EXAMPLE = {
@@ -96,7 +98,9 @@ def get_job(job_id: str, svc: ServicesDep) -> JobOut:
 def get_metrics(
     job_id: str,
     svc: ServicesDep,
-    after_step: Annotated[int, Query(ge=-1, description="Return steps after this one; -1 from the start.")] = -1,
+    after_step: Annotated[
+        int, Query(ge=-1, le=MAX_INT32, description="Return steps after this one; -1 from the start.")
+    ] = -1,
     limit: Annotated[int, Query(ge=1, le=1000, description="Points per page.")] = 100,
 ) -> MetricPage:
     """Everything TRL logged, step by step, in step order, each step once.
@@ -114,7 +118,7 @@ def get_metrics(
 def get_events(
     job_id: str,
     svc: ServicesDep,
-    after: Annotated[int, Query(ge=0, description="Return events after this event id.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_INT64, description="Return events after this event id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventPage:
     """State changes, errors (with tracebacks) and worker notes, oldest first."""

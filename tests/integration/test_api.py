@@ -74,6 +74,11 @@ def test_bad_query_parameters_are_422s(api_only: Service) -> None:
     response = api_only.http.get(f"/v1/jobs/{job['id']}/metrics", params={"limit": 0})
     assert response.status_code == 422
     assert response.json()["error"]["errors"][0]["field"] == "query.limit"
+    for path, params in (
+        (f"/v1/jobs/{job['id']}/metrics", {"after_step": 10**20}),
+        (f"/v1/jobs/{job['id']}/events", {"after": 10**20}),
+    ):
+        assert api_only.http.get(path, params=params).status_code == 422, path
 
 
 def test_jobs_are_listed_newest_first_in_pages(api_only: Service) -> None:
