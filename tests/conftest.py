@@ -60,15 +60,25 @@ def redis_queue(redis_server: str) -> Iterator[str]:
         client.delete(key)
 
 
-@pytest.fixture
-def embedded_service(tmp_path: Path) -> Iterator[Service]:
-    """`grpo up` on the embedded default (SQLite + SQLite broker) in a data dir of its own."""
+def _embedded(tmp_path: Path, verb: str) -> Iterator[Service]:
     service = Service(base_env(tmp_path / "data"), tmp_path)
     try:
-        service.start_api("up")
+        service.start_api(verb)
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def embedded_service(tmp_path: Path) -> Iterator[Service]:
+    """`grpo up` on the embedded default (SQLite + SQLite broker) in a data dir of its own."""
+    yield from _embedded(tmp_path, "up")
+
+
+@pytest.fixture
+def api_only(tmp_path: Path) -> Iterator[Service]:
+    """`grpo serve` on the embedded default, with no worker: submitted jobs stay queued."""
+    yield from _embedded(tmp_path, "serve")
 
 
 @pytest.fixture
@@ -102,14 +112,3 @@ def database(database_url: str) -> Iterator[Database]:
     db = Database(database_url)
     yield db
     db.dispose()
-
-
-@pytest.fixture
-def api_only(tmp_path: Path) -> Iterator[Service]:
-    """`grpo serve` on the embedded default, with no worker: submitted jobs stay queued."""
-    service = Service(base_env(tmp_path / "data"), tmp_path)
-    try:
-        service.start_api("serve")
-        yield service
-    finally:
-        service.stop()

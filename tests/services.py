@@ -16,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -72,7 +73,10 @@ def _find_binary(name: str, extra_globs: list[str]) -> str | None:
     return None
 
 
-def _stop_at_exit(process: subprocess.Popen[bytes]) -> None:
+def _launch(command: list[str], answers: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Start a server for the rest of the test run (stopped at exit) and wait until it answers."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def stop() -> None:
         process.terminate()
         try:
@@ -81,6 +85,11 @@ def _stop_at_exit(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
     atexit.register(stop)
+    deadline = time.monotonic() + timeout
+    while not answers():
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.exit(f"{what} did not start ({command[0]} exited or took over {timeout:.0f}s)", 3)
+        time.sleep(0.2)
 
 
 def _start_postgres() -> str:
@@ -99,14 +108,12 @@ def _start_postgres() -> str:
         [initdb, "-D", str(data / "db"), "-U", "postgres", "--auth=trust"], check=True, stdout=subprocess.DEVNULL
     )
     port = free_port()
-    process = subprocess.Popen(
-        [postgres, "-D", str(data / "db"), "-p", str(port), "-k", str(data), "-c", "listen_addresses=127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _stop_at_exit(process)
     url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    _wait_for(lambda: _postgres_answers(url), "the local PostgreSQL server")
+    _launch(
+        [postgres, "-D", str(data / "db"), "-p", str(port), "-k", str(data), "-c", "listen_addresses=127.0.0.1"],
+        lambda: _postgres_answers(url),
+        "the local PostgreSQL server",
+    )
     return url
 
 
@@ -115,23 +122,13 @@ def _start_redis() -> str:
     if binary is None:
         pytest.exit(f"Redis is not reachable and redis-server is not installed: {INSTALL_HINT['redis']}", 3)
     port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _stop_at_exit(process)
     url = f"redis://127.0.0.1:{port}/0"
-    _wait_for(lambda: _redis_answers(url), "the local Redis server")
+    _launch(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        lambda: _redis_answers(url),
+        "the local Redis server",
+    )
     return url
-
-
-def _wait_for(check: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            pytest.exit(f"{what} did not start within {timeout:.0f}s", 3)
-        time.sleep(0.2)
 
 
 def postgres_admin_url() -> str:
