@@ -51,10 +51,18 @@ def _prepare_database(settings: Settings) -> None:
         raise _fail(str(error)) from None
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=settings.access_log,
+    )
 
 
 def _probe_device() -> str:
@@ -108,11 +116,15 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
 
 
 @app.command()
-def serve(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
+def serve(
+    port: PortOption = 8000,
+    host: HostOption = "127.0.0.1",
+    workers: Annotated[int, typer.Option(min=1, help="API processes (about one per CPU core).")] = 1,
+) -> None:
     """The API alone (production: several can run behind a load balancer)."""
     settings = load_settings()
     _prepare_database(settings)
-    _serve(settings, host, port)
+    _serve(settings, host, port, workers)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.settings import Settings
@@ -20,20 +20,24 @@ class SchemaNotReady(RuntimeError):
     """The database is missing migrations: the user must run `grpo migrate`."""
 
 
+# Connections kept for reads: one per thread of the API's thread pool (anyio runs 40), so none is opened per request.
+READ_POOL_SIZE = 40
 # Claims and transitions are `UPDATE ... RETURNING`, which SQLite has since 3.35.
 MIN_SQLITE = (3, 35, 0)
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, **options: Any) -> Engine:
     """An engine for `url`; SQLite gets WAL and a busy timeout so the API can read while a worker writes."""
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, **{"pool_pre_ping": True, **options})
     if sqlite3.sqlite_version_info < MIN_SQLITE:
         raise RuntimeError(
             f"this Python links SQLite {sqlite3.sqlite_version}, and the embedded database needs 3.35 or newer: "
             "use a newer Python build, or set GRPO_DATABASE_URL to a PostgreSQL database"
         )
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    options.pop("pool_size", None)
+    options.pop("max_overflow", None)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **options)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,12 +52,17 @@ def make_engine(url: str) -> Engine:
 
 
 class Database:
-    """An engine and a session factory for one database URL (one per process)."""
+    """The engines for one database URL (one per process): sessions for writes, plain connections for reads."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads run in autocommit, without a liveness ping on checkout: a read then costs one round trip, not
+        # four (ping, BEGIN, SELECT, COMMIT). A dropped connection fails one read, and the pool replaces it.
+        self._reader = make_engine(
+            url, isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_size=READ_POOL_SIZE, max_overflow=10
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -74,9 +83,16 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction (each statement sees committed data)."""
+        with self._reader.connect() as connection:
+            yield connection
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+        self._reader.dispose()
 
 
 def _alembic_config(url: str) -> Any:

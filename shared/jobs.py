@@ -9,12 +9,25 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    String,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared.json_sql import embedded_json, json_object, utc_time
 from shared.models import Job, JobEvent, MetricPoint, utcnow
 from shared.spec import JobSpec
 from shared.states import JobStatus
@@ -66,36 +79,136 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
-def _page(session: Session, statement: Select[T], limit: int) -> Page[T]:
-    rows = list(session.scalars(statement.limit(limit + 1)))
-    return Page(rows[:limit], len(rows) > limit)
+# --- Reads for the API: each row comes back as the JSON the API sends (see shared/json_sql.py) ---------------
 
 
-def list_jobs(session: Session, *, limit: int, after: str | None = None) -> Page[Job]:
-    """Jobs, newest first; `after` is the id of the last job of the previous page."""
-    statement = select(Job).order_by(Job.created_at.desc(), Job.id.desc())
-    if after is not None:
-        anchor = session.get(Job, after)
-        if anchor is None:
-            raise LookupError(after)
-        statement = statement.where(tuple_(Job.created_at, Job.id) < tuple_(anchor.created_at, anchor.id))
-    return _page(session, statement, limit)
-
-
-def list_metrics(session: Session, job_id: str, *, after_step: int, limit: int) -> Page[MetricPoint]:
-    """Metric points of a job with step > after_step, in step order."""
-    statement = (
-        select(MetricPoint)
-        .where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
-        .order_by(MetricPoint.step)
+def _job_item(dialect: str) -> ColumnElement[str]:
+    """A job as `api.schemas.JobOut`."""
+    return json_object(
+        dialect,
+        {
+            "id": Job.id,
+            "object": literal_column("'job'", String),
+            "name": Job.name,
+            "model": func.coalesce(Job.spec["model"].as_string(), ""),
+            "status": Job.status,
+            "created_at": utc_time(dialect, Job.created_at),
+            "started_at": utc_time(dialect, Job.started_at),
+            "finished_at": utc_time(dialect, Job.finished_at),
+            "error": Job.error,
+            "attempt": Job.attempt,
+            "worker": Job.worker,
+            "total_steps": Job.total_steps,
+            "latest_step": Job.latest_step,
+            "latest_metrics": embedded_json(dialect, Job.latest_metrics),
+            "summary": embedded_json(dialect, Job.summary),
+            "spec": embedded_json(dialect, Job.spec),
+        },
     )
-    return _page(session, statement, limit)
 
 
-def list_events(session: Session, job_id: str, *, after_id: int, limit: int) -> Page[JobEvent]:
-    """Events of a job with id > after_id, oldest first."""
-    statement = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after_id).order_by(JobEvent.id)
-    return _page(session, statement, limit)
+def _metric_item(dialect: str) -> ColumnElement[str]:
+    """A metric point as `api.schemas.MetricPointOut`."""
+    return json_object(
+        dialect,
+        {
+            "step": MetricPoint.step,
+            "epoch": MetricPoint.epoch,
+            "metrics": embedded_json(dialect, MetricPoint.metrics),
+            "logged_at": utc_time(dialect, MetricPoint.logged_at),
+        },
+    )
+
+
+def _event_item(dialect: str) -> ColumnElement[str]:
+    """An event as `api.schemas.EventOut`."""
+    return json_object(
+        dialect,
+        {
+            "id": JobEvent.id,
+            "created_at": utc_time(dialect, JobEvent.created_at),
+            "kind": JobEvent.kind,
+            "message": JobEvent.message,
+            "data": embedded_json(dialect, JobEvent.data),
+        },
+    )
+
+
+def _page(connection: Connection, statement: Select[str], parameters: dict[str, Any], limit: int) -> Page[str]:
+    items = list(connection.scalars(statement, {**parameters, "limit": limit + 1}))
+    return Page(items[:limit], len(items) > limit)
+
+
+# The read statements are built once per dialect and take their values as parameters.
+
+
+@lru_cache
+def _job_statement(dialect: str) -> Select[str]:
+    return select(_job_item(dialect)).where(Job.id == bindparam("job_id"))
+
+
+@lru_cache
+def _jobs_statement(dialect: str, after: bool) -> Select[str]:
+    statement = select(_job_item(dialect)).order_by(Job.created_at.desc(), Job.id.desc()).limit(bindparam("limit"))
+    if after:
+        anchor = select(Job.created_at, Job.id).where(Job.id == bindparam("after")).subquery()
+        statement = statement.where(
+            tuple_(Job.created_at, Job.id)
+            < tuple_(select(anchor.c.created_at).scalar_subquery(), select(anchor.c.id).scalar_subquery())
+        )
+    return statement
+
+
+@lru_cache
+def _metrics_statement(dialect: str) -> Select[str]:
+    return (
+        select(_metric_item(dialect))
+        .where(MetricPoint.job_id == bindparam("job_id"), MetricPoint.step > bindparam("after"))
+        .order_by(MetricPoint.step)
+        .limit(bindparam("limit"))
+    )
+
+
+@lru_cache
+def _events_statement(dialect: str) -> Select[str]:
+    return (
+        select(_event_item(dialect))
+        .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
+        .order_by(JobEvent.id)
+        .limit(bindparam("limit"))
+    )
+
+
+def job_exists(connection: Connection, job_id: str) -> bool:
+    """Whether the job is in the database."""
+    return connection.execute(select(Job.id).where(Job.id == job_id)).first() is not None
+
+
+def read_job(connection: Connection, job_id: str) -> str | None:
+    """The job as JSON, or None."""
+    found: str | None = connection.scalar(_job_statement(connection.dialect.name), {"job_id": job_id})
+    return found
+
+
+def read_jobs(connection: Connection, *, limit: int, after: str | None = None) -> Page[str]:
+    """Jobs as JSON, newest first; `after` is the id of the last job of the previous page (LookupError if unknown)."""
+    statement = _jobs_statement(connection.dialect.name, after is not None)
+    page = _page(connection, statement, {"after": after} if after is not None else {}, limit)
+    if after is not None and not page.items and not job_exists(connection, after):
+        raise LookupError(after)
+    return page
+
+
+def read_metrics(connection: Connection, job_id: str, *, after_step: int, limit: int) -> Page[str]:
+    """A job's metric points with step > after_step, as JSON, in step order."""
+    return _page(
+        connection, _metrics_statement(connection.dialect.name), {"job_id": job_id, "after": after_step}, limit
+    )
+
+
+def read_events(connection: Connection, job_id: str, *, after_id: int, limit: int) -> Page[str]:
+    """A job's events with id > after_id, as JSON, oldest first."""
+    return _page(connection, _events_statement(connection.dialect.name), {"job_id": job_id, "after": after_id}, limit)
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:

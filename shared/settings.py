@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         ),
     )
     api_url: str = Field(default="http://127.0.0.1:8000", description="Where `grpo submit` and `grpo watch` send.")
+    access_log: bool = Field(
+        default=False, description="Log every HTTP request the API answers (costs a good part of its throughput)."
+    )
     broker_polling_interval: float = Field(
         default=0.1,
         gt=0,

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from api.deps import Services, services
 from api.errors import ApiError, not_found
-from api.schemas import ErrorBody, EventOut, EventPage, JobList, JobOut, MetricPage, MetricPointOut
+from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
+from api.views import JSONText, render_page
 from shared import jobs
-from shared.models import Job
 from shared.problems import SpecError
 from shared.spec import JobSpec, check_spec
 from shared.submission import BrokerUnavailable, submit_job
@@ -46,21 +46,27 @@ SEED_EXAMPLE = {
 }
 
 
-def _require_job(session: Session, job_id: str) -> Job:
-    job = jobs.get_job(session, job_id)
+def _job_response(svc: Services, job_id: str, status_code: int = 200) -> JSONText:
+    with svc.database.reading() as connection:
+        job = jobs.read_job(connection, job_id)
     if job is None:
         raise not_found(f"job {job_id}")
-    return job
+    return JSONText(job, status_code=status_code)
+
+
+def _require_job(connection: Connection, job_id: str) -> None:
+    if not jobs.job_exists(connection, job_id):
+        raise not_found(f"job {job_id}")
 
 
 @router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 503: {"model": ErrorBody}})
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})], svc: ServicesDep
-) -> JobOut:
+) -> JSONText:
     """Submit a GRPO job. The spec mirrors `GRPOTrainer`'s arguments; `args` are `GRPOConfig` fields.
 
-    A spec TRL would reject at run time (unknown field, batch not divisible by `num_generations`, a reward function
-    that does not parse, ...) is refused with 422 naming each problem and its fix; nothing is stored.
+    A spec TRL would reject when it runs (unknown field, batch not divisible by `num_generations`, a reward
+    function that does not compile, ...) is refused with 422 naming each problem and its fix; nothing is stored.
     """
     problems = check_spec(spec, device=svc.settings.device)
     if problems:
@@ -69,7 +75,7 @@ def create_job(
         job = submit_job(svc.database, svc.celery, svc.settings, spec)
     except BrokerUnavailable as error:
         raise ApiError(503, "broker_unavailable", str(error)) from error
-    return JobOut.of(job)
+    return _job_response(svc, job.id, status_code=201)
 
 
 @router.get("", response_model=JobList, responses=ERRORS)
@@ -77,21 +83,20 @@ def list_jobs(
     svc: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     after: Annotated[str | None, Query(description="Id of the last job of the previous page.")] = None,
-) -> JobList:
+) -> JSONText:
     """Jobs, newest first."""
-    with svc.database.session() as session:
+    with svc.database.reading() as connection:
         try:
-            page = jobs.list_jobs(session, limit=limit, after=after)
+            page = jobs.read_jobs(connection, limit=limit, after=after)
         except LookupError:
             raise not_found(f"job {after} (the `after` cursor)") from None
-        return JobList(data=[JobOut.of(job) for job in page.items], has_more=page.has_more)
+    return render_page(page)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: str, svc: ServicesDep) -> JobOut:
+def get_job(job_id: str, svc: ServicesDep) -> JSONText:
     """A job: status, timing, error, latest metrics and its spec."""
-    with svc.database.session() as session:
-        return JobOut.of(_require_job(session, job_id))
+    return _job_response(svc, job_id)
 
 
 @router.get("/{job_id}/metrics", response_model=MetricPage, responses=ERRORS)
@@ -102,16 +107,16 @@ def get_metrics(
         int, Query(ge=-1, le=MAX_INT32, description="Return steps after this one; -1 from the start.")
     ] = -1,
     limit: Annotated[int, Query(ge=1, le=1000, description="Points per page.")] = 100,
-) -> MetricPage:
+) -> JSONText:
     """Everything TRL logged, step by step, in step order, each step once.
 
     Poll with `after_step` = the last step seen; `has_more` says another page is ready now.
     """
-    with svc.database.session() as session:
-        page = jobs.list_metrics(session, job_id, after_step=after_step, limit=limit)
+    with svc.database.reading() as connection:
+        page = jobs.read_metrics(connection, job_id, after_step=after_step, limit=limit)
         if not page.items:
-            _require_job(session, job_id)  # only an empty page needs the extra query
-        return MetricPage(data=[MetricPointOut.of(p) for p in page.items], has_more=page.has_more)
+            _require_job(connection, job_id)  # only an empty page needs the extra query
+    return render_page(page)
 
 
 @router.get("/{job_id}/events", response_model=EventPage, responses=ERRORS)
@@ -120,10 +125,10 @@ def get_events(
     svc: ServicesDep,
     after: Annotated[int, Query(ge=0, le=MAX_INT64, description="Return events after this event id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> EventPage:
+) -> JSONText:
     """State changes, errors (with tracebacks) and worker notes, oldest first."""
-    with svc.database.session() as session:
-        page = jobs.list_events(session, job_id, after_id=after, limit=limit)
+    with svc.database.reading() as connection:
+        page = jobs.read_events(connection, job_id, after_id=after, limit=limit)
         if not page.items:
-            _require_job(session, job_id)
-        return EventPage(data=[EventOut.of(e) for e in page.items], has_more=page.has_more)
+            _require_job(connection, job_id)
+    return render_page(page)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -42,8 +43,9 @@ def test_a_new_job_is_queued_with_an_event(database: Database) -> None:
         assert job is not None and job.status == "queued" and job.attempt == 0
         assert job.spec["model"] == "m"
         assert job.created_at.tzinfo is not None
-        events = jobs.list_events(session, job_id, after_id=0, limit=10).items
-    assert [(e.kind, e.message) for e in events] == [("status", "job queued")]
+    with database.reading() as connection:
+        events = [json.loads(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items]
+    assert [(e["kind"], e["message"]) for e in events] == [("status", "job queued")]
 
 
 def test_only_one_of_two_racing_workers_claims_a_job(database: Database) -> None:
@@ -100,29 +102,32 @@ def test_metric_points_are_unique_per_step_and_paged_in_order(database: Database
         jobs.record_metrics(
             session, job_id, [MetricRecord(2, 0.2, {"reward": 20.0, "kl": float("nan")}, now + timedelta(seconds=1))]
         )
+    with database.reading() as connection:
+        first = jobs.read_metrics(connection, job_id, after_step=-1, limit=2)
+        last_step = json.loads(first.items[-1])["step"]
+        rest = jobs.read_metrics(connection, job_id, after_step=last_step, limit=2)
     with database.session() as session:
-        first = jobs.list_metrics(session, job_id, after_step=-1, limit=2)
-        rest = jobs.list_metrics(session, job_id, after_step=first.items[-1].step, limit=2)
         count = len(list(session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id))))
         job = jobs.get_job(session, job_id)
         assert job is not None
         latest = (job.latest_step, job.latest_metrics)
-    assert [(p.step, p.metrics) for p in first.items] == [(1, {"reward": 1.0}), (2, {"reward": 20.0, "kl": None})]
+    points = [json.loads(p) for p in first.items]
+    assert [(p["step"], p["metrics"]) for p in points] == [(1, {"reward": 1.0}), (2, {"reward": 20.0, "kl": None})]
     assert first.has_more and not rest.has_more
-    assert [p.step for p in rest.items] == [3]
+    assert [json.loads(p)["step"] for p in rest.items] == [3]
     assert count == 3
     assert latest == (2, {"reward": 20.0, "kl": None})  # the last write
 
 
 def test_jobs_list_newest_first_with_a_cursor(database: Database) -> None:
     ids = [new_job(database) for _ in range(5)]
-    with database.session() as session:
-        first = jobs.list_jobs(session, limit=2)
-        second = jobs.list_jobs(session, limit=2, after=first.items[-1].id)
-        third = jobs.list_jobs(session, limit=2, after=second.items[-1].id)
+    with database.reading() as connection:
+        first = jobs.read_jobs(connection, limit=2)
+        second = jobs.read_jobs(connection, limit=2, after=json.loads(first.items[-1])["id"])
+        third = jobs.read_jobs(connection, limit=2, after=json.loads(second.items[-1])["id"])
         with pytest.raises(LookupError):
-            jobs.list_jobs(session, limit=2, after="job-unknown")
-    listed = [j.id for j in first.items + second.items + third.items]
+            jobs.read_jobs(connection, limit=2, after="job-unknown")
+    listed = [json.loads(j)["id"] for j in first.items + second.items + third.items]
     assert listed == list(reversed(ids))
     assert first.has_more and second.has_more and not third.has_more
 
@@ -133,3 +138,36 @@ def test_status_is_not_set_outside_the_state_machine(database: Database) -> None
         jobs.set_job_fields(session, job_id, status="succeeded")
     with database.session() as session:
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "queued"
+
+
+def test_the_json_the_database_writes_matches_the_documented_response_models(database: Database) -> None:
+    from api.schemas import EventOut, JobOut, MetricPointOut
+
+    job_id = new_job(database)
+    with database.session() as session:
+        claim(session, job_id, "w")
+        jobs.record_metrics(session, job_id, [MetricRecord(1, 0.5, {"reward": 1.5, "kl": 0.01}, utcnow())])
+        transition(session, job_id, JobStatus.FAILED, error='bad "quotes" and \\ backslash', summary={"x": [1, 2]})
+    with database.reading() as connection:
+        job = JobOut.model_validate_json(jobs.read_job(connection, job_id) or "")
+        (point,) = [
+            MetricPointOut.model_validate_json(p)
+            for p in jobs.read_metrics(connection, job_id, after_step=-1, limit=10).items
+        ]
+        events = [
+            EventOut.model_validate_json(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items
+        ]
+        listed = [JobOut.model_validate_json(j) for j in jobs.read_jobs(connection, limit=10).items]
+    assert (job.status, job.error, job.model, job.summary, job.attempt) == (
+        "failed",
+        'bad "quotes" and \\ backslash',
+        "m",
+        {"x": [1, 2]},
+        1,
+    )
+    assert job.latest_metrics == {"reward": 1.5, "kl": 0.01} and job.latest_step == 1
+    assert job.spec["model"] == "m" and job.started_at is not None and job.finished_at is not None
+    assert job.created_at.tzinfo is not None and job.created_at <= job.started_at <= job.finished_at
+    assert (point.step, point.epoch, point.metrics) == (1, 0.5, {"reward": 1.5, "kl": 0.01})
+    assert [e.data["status"] for e in events if e.kind == "status" and e.data] == ["queued", "running", "failed"]
+    assert [j.id for j in listed] == [job_id]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from shared import jobs
 from shared.db import Database
 from shared.spec import JobSpec
@@ -34,8 +36,10 @@ def test_an_error_with_nul_characters_is_stored_without_them(database: Database)
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None and (job.status, job.error) == ("failed", "bad byte")
-        (error_event,) = [e for e in jobs.list_events(session, job_id, after_id=0, limit=10).items if e.kind == "error"]
-        assert error_event.data == {"traceback": "Traceback (most recent call last)"}
+    with database.reading() as connection:
+        events = [json.loads(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items]
+    (error_event,) = [e for e in events if e["kind"] == "error"]
+    assert error_event["data"] == {"traceback": "Traceback (most recent call last)"}
 
 
 def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Database) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -19,9 +20,10 @@ def new_job(database: Database) -> str:
 
 
 def stored(database: Database, job_id: str) -> list[tuple[int, float | None, dict]]:  # type: ignore[type-arg]
-    with database.session() as session:
-        page = jobs.list_metrics(session, job_id, after_step=-1, limit=10_000)
-    return [(p.step, p.epoch, p.metrics) for p in page.items]
+    with database.reading() as connection:
+        page = jobs.read_metrics(connection, job_id, after_step=-1, limit=10_000)
+    points = [json.loads(item) for item in page.items]
+    return [(p["step"], p["epoch"], p["metrics"]) for p in points]
 
 
 def test_every_logged_step_is_stored_once_after_close(database: Database) -> None:

@@ -1,0 +1,34 @@
+"""JSON written by the database itself, with the same result on PostgreSQL and SQLite.
+
+The read endpoints are the service's hot path: building each row's JSON in SQL leaves the API process only the
+joining of strings, where parsing every stored step and serialising it again cost most of a request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, func, literal_column
+
+
+def json_object(dialect: str, fields: dict[str, Any]) -> ColumnElement[str]:
+    """`{"name": value, ...}` in field order; values are column expressions."""
+    arguments: list[Any] = []
+    for name, value in fields.items():
+        # Keys are written into the SQL (they are fixed names), not sent as parameters on every query.
+        arguments += [literal_column(f"'{name}'", String), value]
+    build = func.json_build_object if dialect == "postgresql" else func.json_object
+    return build(*arguments).cast(String)
+
+
+def embedded_json(dialect: str, column: Any) -> Any:
+    """A JSON column nested as JSON (SQLite keeps JSON as text, which json_object would quote as a string)."""
+    return column if dialect == "postgresql" else func.json(column)
+
+
+def utc_time(dialect: str, column: Any) -> ColumnElement[Any]:
+    """A timestamp as ISO 8601 in UTC with microseconds: `2026-11-25T07:23:52.121824Z`."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    # SQLAlchemy stores SQLite timestamps as `YYYY-MM-DD HH:MM:SS.ffffff`, in UTC here.
+    return func.replace(column, " ", "T", type_=String) + "Z"
