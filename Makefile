@@ -21,6 +21,9 @@ demo: $(STAMP)  ## the embedded service, a tiny model, a real GRPO job: watch re
 test: lint  ## lint, then every test (unit, integration on Postgres + Redis, end to end)
 	$(BIN)/pytest
 
+bench: $(STAMP)  ## the benchmarks of BENCHMARKS.md (about 8 minutes; needs Postgres, Redis and wrk, which it installs)
+	$(BIN)/python -m bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -232,6 +232,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+@lru_cache
+def _upsert_metrics_statement(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(MetricPoint)
+    return statement.on_conflict_do_update(
+        index_elements=[MetricPoint.job_id, MetricPoint.step],
+        set_={
+            "epoch": statement.excluded.epoch,
+            "metrics": statement.excluded.metrics,
+            "logged_at": statement.excluded.logged_at,
+        },
+    )
+
+
 def record_metrics(session: Session, job_id: str, records: list[MetricRecord]) -> None:
     """Upsert metric points (a re-sent step replaces, never duplicates) and the job's latest step."""
     if not records:
@@ -246,18 +260,9 @@ def record_metrics(session: Session, job_id: str, records: list[MetricRecord]) -
         }
         for r in records
     ]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(MetricPoint).values(rows)
-    statement = statement.on_conflict_do_update(
-        index_elements=[MetricPoint.job_id, MetricPoint.step],
-        set_={
-            "epoch": statement.excluded.epoch,
-            "metrics": statement.excluded.metrics,
-            "logged_at": statement.excluded.logged_at,
-        },
-    )
-    session.execute(statement)
+    # One statement, compiled once, executed for all rows (batched by the driver): no per-batch SQL to build,
+    # and no limit on how many rows a batch may hold.
+    session.execute(_upsert_metrics_statement(session.get_bind().dialect.name), rows)
     latest = max(rows, key=lambda row: row["step"])
     session.execute(
         update(Job).where(Job.id == job_id).values(latest_step=latest["step"], latest_metrics=latest["metrics"])

@@ -47,10 +47,14 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds between polls of the serverless broker (only the embedded SQLite broker polls).",
     )
-    metrics_flush_interval: float = Field(
-        default=0.1,
+    metrics_flush_interval: float | None = Field(
+        default=None,
         gt=0,
-        description="Longest time (s) a logged training step waits in the worker before it is written to the database.",
+        description=(
+            "Longest time (s) a logged training step waits in the worker before it is written to the database. "
+            "Default: 0.1 on SQLite; 0.25 elsewhere, where each write wakes the database server's processes and, "
+            "measured on a 2-core machine, 0.1 cost training about 5% of its speed."
+        ),
     )
 
     @field_validator("data_dir")
@@ -68,6 +72,13 @@ class Settings(BaseSettings):
     def effective_broker_url(self) -> str:
         """The broker URL in use: the setting, or the embedded SQLite-backed broker."""
         return self.broker_url or f"sqla+sqlite:///{self.data_dir / 'broker.sqlite'}"
+
+    @property
+    def effective_metrics_flush_interval(self) -> float:
+        """The metrics flush interval in use (see `metrics_flush_interval`)."""
+        if self.metrics_flush_interval is not None:
+            return self.metrics_flush_interval
+        return 0.1 if self.effective_database_url.startswith("sqlite") else 0.25
 
     @property
     def is_embedded_broker(self) -> bool:

@@ -18,6 +18,7 @@ from worker.training_process import TrainingProcess
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
+MAX_ERROR_CHARS = 2000
 # Waits between tries of recording a job's end while the database is unreachable (about a minute in all).
 FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
@@ -86,6 +87,14 @@ def _finish(database: Database, job_id: str, attempt: int, outcome: dict[str, An
     log.error("job %s: gave up recording its end; it stays running until it is reconciled", job_id)
 
 
+def _shorten(error: str) -> str:
+    """A job's error as a person reads it; the whole of a very long one stays in the traceback of its events."""
+    if len(error) <= MAX_ERROR_CHARS:
+        return error
+    ending = " ... (cut short; see the job's events)"
+    return error[: MAX_ERROR_CHARS - len(ending)] + ending
+
+
 def _record_end(database: Database, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
     with database.session() as session:
         if outcome["succeeded"]:
@@ -98,7 +107,7 @@ def _record_end(database: Database, job_id: str, attempt: int, outcome: dict[str
                 message="job succeeded",
             )
         else:
-            error = jobs.json_safe(outcome["error"] or "training failed")
+            error = jobs.json_safe(_shorten(outcome["error"] or "training failed"))
             moved = transition(
                 session, job_id, JobStatus.FAILED, attempt=attempt, error=error, message=f"job failed: {error}"
             )

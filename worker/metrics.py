@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from shared import jobs
@@ -22,6 +23,13 @@ log = logging.getLogger(__name__)
 
 # Keys of TRL's end-of-training log; it is the job's summary, not a step's metrics.
 SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"})
+
+
+def describe_database_error(error: BaseException) -> str:
+    """The driver's own message, without the statement and parameters SQLAlchemy adds (they can be megabytes)."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return f"{type(error.orig).__name__}: {error.orig}"
+    return f"{type(error).__name__}: {error}"
 
 
 class MetricsWriterFailed(RuntimeError):
@@ -48,7 +56,9 @@ class MetricsWriter:
     def add(self, step: int, epoch: float | None, metrics: dict[str, Any]) -> None:
         """Queue what was logged at `step`; raises if the writer has given up on the database."""
         if self._error is not None:
-            raise MetricsWriterFailed(f"could not store metrics: {self._error}") from self._error
+            raise MetricsWriterFailed(
+                f"could not store metrics: {describe_database_error(self._error)}"
+            ) from self._error
         with self._condition:
             if self._latest is not None and self._latest.step == step:
                 record = MetricRecord(
@@ -70,7 +80,9 @@ class MetricsWriter:
             self._condition.notify()
         self._thread.join()
         if self._error is not None:
-            raise MetricsWriterFailed(f"could not store metrics: {self._error}") from self._error
+            raise MetricsWriterFailed(
+                f"could not store metrics: {describe_database_error(self._error)}"
+            ) from self._error
 
     def _take(self) -> list[MetricRecord] | None:
         with self._condition:

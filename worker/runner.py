@@ -106,7 +106,7 @@ def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
     except Exception as error:
         raise _stage_error(stage, error) from error
 
-    writer = MetricsWriter(database, job_id, settings.metrics_flush_interval)
+    writer = MetricsWriter(database, job_id, settings.effective_metrics_flush_interval)
     callback = MetricsCallback(writer, database, job_id)
     failure: TrainingFailed | None = None
     stage = f"loading model {spec.model!r}"

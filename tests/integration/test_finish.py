@@ -48,3 +48,12 @@ def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Databa
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None and (job.status, job.error) == ("running", None)
+
+
+def test_a_very_long_error_is_cut_short_for_people(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    _finish(database, job_id, attempt, failure("x" * 100_000, "Traceback: " + "x" * 100_000))
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        assert job is not None and job.error is not None
+        assert len(job.error) == 2000 and job.error.endswith("(cut short; see the job's events)")

@@ -21,7 +21,7 @@ def new_job(database: Database) -> str:
 
 def stored(database: Database, job_id: str) -> list[tuple[int, float | None, dict]]:  # type: ignore[type-arg]
     with database.reading() as connection:
-        page = jobs.read_metrics(connection, job_id, after_step=-1, limit=10_000)
+        page = jobs.read_metrics(connection, job_id, after_step=-1, limit=1_000_000)
     points = [json.loads(item) for item in page.items]
     return [(p["step"], p["epoch"], p["metrics"]) for p in points]
 
@@ -68,3 +68,14 @@ def test_a_database_that_keeps_failing_stops_training_with_a_clear_error(tmp_pat
     with pytest.raises(MetricsWriterFailed):
         writer.add(2, 0.2, {"reward": 1.0})
     broken.dispose()
+
+
+def test_a_batch_larger_than_one_statement_can_carry_is_stored(database: Database) -> None:
+    # 60,000 steps gathered into one flush: 300,000 values, beyond what one statement may bind (Postgres 65,535;
+    # this SQLite 250,000, SQLite's own default build 32,766).
+    job_id = new_job(database)
+    writer = MetricsWriter(database, job_id, flush_interval=60)
+    for step in range(1, 60_001):
+        writer.add(step, None, {"reward": 1.0})
+    writer.close()
+    assert [p[0] for p in stored(database, job_id)] == list(range(1, 60_001))

@@ -1,0 +1,20 @@
+-- wrk script: requests rotate through the paths listed one per line in the file named by $PATHS (or the URL's
+-- own path when unset); at the end one JSON line reports throughput, latency percentiles and errors.
+local paths = {}
+local file = os.getenv("PATHS")
+if file then
+  for line in io.lines(file) do paths[#paths + 1] = line end
+end
+local i = 0
+request = function()
+  if #paths == 0 then return wrk.format("GET") end
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+done = function(summary, latency, requests)
+  local errors = summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+  io.write(string.format(
+    '{"requests":%d,"duration_us":%d,"errors":%d,"non_2xx":%d,"p50_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, errors, summary.errors.status,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
