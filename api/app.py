@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import health, jobs
+from api.routes import checkpoints, health, jobs
 from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
@@ -27,4 +27,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(checkpoints.router)
     return app

@@ -7,8 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from shared.models import Job, JobEvent, MetricPoint
-
 
 class JobOut(BaseModel):
     """A job: its status, timing, error and latest metrics, and the spec it was submitted with."""
@@ -17,38 +15,21 @@ class JobOut(BaseModel):
     object: str = "job"
     name: str | None
     model: str
-    status: str = Field(description="queued, running, succeeded, failed or cancelled")
+    status: str = Field(description="queued, running, paused, succeeded, failed or cancelled")
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     error: str | None = Field(description="Why the job failed, in words; the traceback is in its events.")
-    attempt: int = Field(description="How many times a worker has claimed the job.")
+    attempt: int = Field(description="How many times a worker has claimed the job (a resume is a new claim).")
     worker: str | None
     total_steps: int | None = Field(description="Optimizer steps the trainer plans to run (known once it starts).")
     latest_step: int | None
+    requested_action: str | None = Field(description="`pause` while a running job's worker is pausing it.")
+    lost_attempts: int = Field(description="Claims that ended with their worker lost (crash, kill).")
+    heartbeat_at: datetime | None = Field(description="When the worker last renewed its claim on the job.")
     latest_metrics: dict[str, Any] | None = Field(description="Everything TRL logged at the latest step.")
     summary: dict[str, Any] | None = Field(description="TRL's end-of-training log: train_runtime, train_loss, ...")
     spec: dict[str, Any]
-
-    @classmethod
-    def of(cls, job: Job) -> JobOut:
-        return cls(
-            id=job.id,
-            name=job.name,
-            model=str(job.spec.get("model", "")),
-            status=job.status,
-            created_at=job.created_at,
-            started_at=job.started_at,
-            finished_at=job.finished_at,
-            error=job.error,
-            attempt=job.attempt,
-            worker=job.worker,
-            total_steps=job.total_steps,
-            latest_step=job.latest_step,
-            latest_metrics=job.latest_metrics,
-            summary=job.summary,
-            spec=job.spec,
-        )
 
 
 class JobList(BaseModel):
@@ -64,14 +45,25 @@ class MetricPointOut(BaseModel):
     metrics: dict[str, Any]
     logged_at: datetime
 
-    @classmethod
-    def of(cls, point: MetricPoint) -> MetricPointOut:
-        return cls(step=point.step, epoch=point.epoch, metrics=point.metrics, logged_at=point.logged_at)
-
 
 class MetricPage(BaseModel):
     data: list[MetricPointOut]
     has_more: bool = Field(description="More points follow: ask again with after_step = the last step here.")
+
+
+class CheckpointOut(BaseModel):
+    """A saved training state (`checkpoint-<step>`) or the final model (`final`)."""
+
+    name: str
+    step: int
+    attempt: int = Field(description="The claim that saved it.")
+    created_at: datetime
+    size_bytes: int
+    metrics: dict[str, Any] | None = Field(description="What TRL logged at that step.")
+
+
+class CheckpointList(BaseModel):
+    data: list[CheckpointOut]
 
 
 class EventOut(BaseModel):
@@ -80,10 +72,6 @@ class EventOut(BaseModel):
     kind: str = Field(description="status, error or info")
     message: str
     data: dict[str, Any] | None
-
-    @classmethod
-    def of(cls, event: JobEvent) -> EventOut:
-        return cls(id=event.id, created_at=event.created_at, kind=event.kind, message=event.message, data=event.data)
 
 
 class EventPage(BaseModel):

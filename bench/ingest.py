@@ -16,6 +16,7 @@ from shared import jobs
 from shared.db import Database, migrate
 from shared.models import MetricPoint, utcnow
 from shared.spec import JobSpec
+from shared.states import claim
 from tests.specs import job_spec
 from worker.metrics import MetricsWriter
 
@@ -24,9 +25,14 @@ def _metrics(step: int) -> dict[str, float]:
     return {key: step * 0.001 + index for index, key in enumerate(TRL_STEP_KEYS)}
 
 
-def _new_job(database: Database) -> str:
+def _running_job(database: Database) -> tuple[str, int]:
+    """A job claimed by this benchmark: the writer's writes are fenced by the claim's attempt."""
     with database.session() as session:
-        return jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+        job_id = jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+    with database.session() as session:
+        attempt = claim(session, job_id, "bench", lease_seconds=3600)
+    assert attempt is not None
+    return job_id, attempt
 
 
 def _count(database: Database, job_id: str) -> int:
@@ -38,8 +44,8 @@ def measure(url: str, points: int) -> dict[str, Any]:
     migrate(url)
     database = Database(url)
     try:
-        job_id = _new_job(database)
-        writer = MetricsWriter(database, job_id, flush_interval=0.1)
+        job_id, attempt = _running_job(database)
+        writer = MetricsWriter(database, job_id, attempt, flush_interval=0.1)
         started = time.perf_counter()
         for step in range(1, points + 1):
             writer.add(step, step / points, _metrics(step))
@@ -47,7 +53,7 @@ def measure(url: str, points: int) -> dict[str, Any]:
         writer_seconds = time.perf_counter() - started
         stored = _count(database, job_id)
 
-        baseline_job = _new_job(database)
+        baseline_job, _ = _running_job(database)
         rows = [
             {
                 "job_id": baseline_job,

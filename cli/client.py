@@ -60,6 +60,11 @@ class Client:
         )
         return page
 
+    def act(self, job_id: str, action: str) -> dict[str, Any]:
+        """POST /v1/jobs/{id}/{action}: cancel, pause or resume."""
+        job: dict[str, Any] = _check(self.http.post(f"/v1/jobs/{job_id}/{action}"))
+        return job
+
     def events(self, job_id: str) -> list[dict[str, Any]]:
         page: dict[str, Any] = _check(self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}))
         return list(page["data"])

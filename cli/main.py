@@ -217,6 +217,34 @@ def watch(job_id: str, url: UrlOption = None) -> None:
     raise typer.Exit(0 if final["status"] == "succeeded" else 1)
 
 
+def _act(job_id: str, action: str, url: str | None) -> None:
+    client = Client(url or load_settings().api_url)
+    try:
+        job = client.act(job_id, action)
+    except ApiRefused as error:
+        raise _fail(str(error), 2 if error.status == 409 else 1) from None
+    pending = f" ({job['requested_action']} requested)" if job.get("requested_action") else ""
+    console.print(f"{job['id']} is {job['status']}{pending}", highlight=False)
+
+
+@app.command()
+def cancel(job_id: str, url: UrlOption = None) -> None:
+    """Cancel a job (a running one's training process is ended within about a second)."""
+    _act(job_id, "cancel", url)
+
+
+@app.command()
+def pause(job_id: str, url: UrlOption = None) -> None:
+    """Pause a job: its worker saves a checkpoint and lets it go; `grpo resume` continues it."""
+    _act(job_id, "pause", url)
+
+
+@app.command()
+def resume(job_id: str, url: UrlOption = None) -> None:
+    """Resume a paused job from its latest checkpoint."""
+    _act(job_id, "resume", url)
+
+
 @app.command()
 def demo(
     port: Annotated[int, typer.Option(help="Port for the demo's API; 0 picks a free one.")] = 0,

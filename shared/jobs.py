@@ -5,6 +5,8 @@ Status changes are not here: they go through `shared.states`, the state machine.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import secrets
 from dataclasses import dataclass
@@ -18,8 +20,10 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    delete,
     func,
     literal_column,
+    or_,
     select,
     tuple_,
     update,
@@ -28,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from shared.json_sql import embedded_json, json_object, utc_time
-from shared.models import Job, JobEvent, MetricPoint, utcnow
+from shared.models import Checkpoint, Job, JobEvent, MetricPoint, utcnow
 from shared.spec import JobSpec
 from shared.states import JobStatus
 
@@ -58,7 +62,17 @@ def new_job_id() -> str:
     return f"job-{secrets.token_hex(8)}"
 
 
-def create_job(session: Session, spec: JobSpec) -> Job:
+class LeaseLost(RuntimeError):
+    """The claim writing this no longer owns the job (cancelled, paused, or taken over after its lease expired)."""
+
+
+def spec_fingerprint(spec: JobSpec) -> str:
+    """A digest of the spec as stored, to tell a retried request from a different one under the same key."""
+    canonical = json.dumps(spec.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = None) -> Job:
     """Store a validated spec as a queued job (the caller commits, then sends it to the queue)."""
     job = Job(
         id=new_job_id(),
@@ -67,6 +81,9 @@ def create_job(session: Session, spec: JobSpec) -> Job:
         spec=spec.model_dump(mode="json", exclude_unset=True),
         created_at=utcnow(),
         attempt=0,
+        lost_attempts=0,
+        idempotency_key=idempotency_key,
+        request_fingerprint=spec_fingerprint(spec) if idempotency_key else None,
     )
     session.add(job)
     session.flush()
@@ -77,6 +94,37 @@ def create_job(session: Session, spec: JobSpec) -> Job:
 def get_job(session: Session, job_id: str) -> Job | None:
     """The job, or None."""
     return session.get(Job, job_id)
+
+
+def job_by_idempotency_key(session: Session, key: str) -> Job | None:
+    """The job first submitted under this Idempotency-Key, or None."""
+    return session.scalar(select(Job).where(Job.idempotency_key == key))
+
+
+def mark_dispatched(session: Session, job_id: str) -> None:
+    """Note that a "run job X" message was just sent."""
+    session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
+
+
+def undispatched_jobs(session: Session, sent_before: datetime) -> list[str]:
+    """Queued jobs whose last message went out before `sent_before`: lost, when an idle worker never got them."""
+    statement = select(Job.id).where(
+        Job.status == JobStatus.QUEUED.value,
+        or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
+    )
+    return list(session.scalars(statement.order_by(Job.created_at)))
+
+
+def _fence(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    """Lock the job's row for this claim (setting `values`), or raise LeaseLost if the claim no longer owns it."""
+    held = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING.value)
+        .values(**(values or {"heartbeat_at": Job.heartbeat_at}))
+        .returning(Job.id)
+    ).first()
+    if held is None:
+        raise LeaseLost(f"attempt {attempt} no longer owns job {job_id}")
 
 
 # --- Reads for the API: each row comes back as the JSON the API sends (see shared/json_sql.py) ---------------
@@ -100,6 +148,9 @@ def _job_item(dialect: str) -> ColumnElement[str]:
             "worker": Job.worker,
             "total_steps": Job.total_steps,
             "latest_step": Job.latest_step,
+            "requested_action": Job.requested_action,
+            "lost_attempts": Job.lost_attempts,
+            "heartbeat_at": utc_time(dialect, Job.heartbeat_at),
             "latest_metrics": embedded_json(dialect, Job.latest_metrics),
             "summary": embedded_json(dialect, Job.summary),
             "spec": embedded_json(dialect, Job.spec),
@@ -132,6 +183,34 @@ def _event_item(dialect: str) -> ColumnElement[str]:
             "data": embedded_json(dialect, JobEvent.data),
         },
     )
+
+
+def _checkpoint_item(dialect: str) -> ColumnElement[str]:
+    """A checkpoint as `api.schemas.CheckpointOut`, with the metrics logged at its step."""
+    return json_object(
+        dialect,
+        {
+            "name": Checkpoint.name,
+            "step": Checkpoint.step,
+            "attempt": Checkpoint.attempt,
+            "created_at": utc_time(dialect, Checkpoint.created_at),
+            "size_bytes": Checkpoint.size_bytes,
+            "metrics": embedded_json(dialect, MetricPoint.metrics),
+        },
+    )
+
+
+def read_checkpoints(connection: Connection, job_id: str) -> list[str]:
+    """A job's checkpoints as JSON, by step (the final model last)."""
+    dialect = connection.dialect.name
+    statement = (
+        select(_checkpoint_item(dialect))
+        .select_from(Checkpoint)
+        .outerjoin(MetricPoint, (MetricPoint.job_id == Checkpoint.job_id) & (MetricPoint.step == Checkpoint.step))
+        .where(Checkpoint.job_id == job_id)
+        .order_by(Checkpoint.step, Checkpoint.name == FINAL_MODEL)
+    )
+    return list(connection.scalars(statement))
 
 
 def _page(connection: Connection, statement: Select[str], parameters: dict[str, Any], limit: int) -> Page[str]:
@@ -246,8 +325,11 @@ def _upsert_metrics_statement(dialect: str) -> Any:
     )
 
 
-def record_metrics(session: Session, job_id: str, records: list[MetricRecord]) -> None:
-    """Upsert metric points (a re-sent step replaces, never duplicates) and the job's latest step."""
+def record_metrics(session: Session, job_id: str, attempt: int, records: list[MetricRecord]) -> None:
+    """Upsert metric points (a re-sent step replaces, never duplicates) and the job's latest step.
+
+    Fenced: raises LeaseLost, writing nothing, when `attempt` no longer owns the job.
+    """
     if not records:
         return
     rows = [
@@ -260,17 +342,64 @@ def record_metrics(session: Session, job_id: str, records: list[MetricRecord]) -
         }
         for r in records
     ]
+    latest = max(rows, key=lambda row: row["step"])
+    _fence(session, job_id, attempt, latest_step=latest["step"], latest_metrics=latest["metrics"])
     # One statement, compiled once, executed for all rows (batched by the driver): no per-batch SQL to build,
     # and no limit on how many rows a batch may hold.
     session.execute(_upsert_metrics_statement(session.get_bind().dialect.name), rows)
-    latest = max(rows, key=lambda row: row["step"])
-    session.execute(
-        update(Job).where(Job.id == job_id).values(latest_step=latest["step"], latest_metrics=latest["metrics"])
+
+
+def discard_metrics_after(session: Session, job_id: str, attempt: int, step: int) -> int:
+    """Delete the points past `step` (a resumed run logs them again); fenced like record_metrics."""
+    _fence(session, job_id, attempt)
+    result = session.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- Checkpoints -----------------------------------------------------------------------------------------------
+
+FINAL_MODEL = "final"
+
+
+def record_checkpoint(
+    session: Session, job_id: str, attempt: int, *, name: str, step: int, path: str, size_bytes: int
+) -> None:
+    """Register a checkpoint (or, under FINAL_MODEL, the final model) a claim saved; fenced."""
+    _fence(session, job_id, attempt)
+    session.merge(
+        Checkpoint(
+            job_id=job_id, name=name, step=step, attempt=attempt, path=path, size_bytes=size_bytes, created_at=utcnow()
+        )
     )
 
 
-def set_job_fields(session: Session, job_id: str, **values: Any) -> None:
-    """Set progress fields of a job (total_steps, summary): never its status, which `shared.states` owns."""
+def forget_checkpoints(session: Session, job_id: str, attempt: int, names: list[str]) -> None:
+    """Unregister checkpoints the trainer deleted (save_total_limit); fenced."""
+    if names:
+        _fence(session, job_id, attempt)
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.name.in_(names)))
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    """The newest training checkpoint of a job (not its final model), to resume from."""
+    return session.scalar(
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.name != FINAL_MODEL)
+        .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
+        .limit(1)
+    )
+
+
+def get_checkpoint(session: Session, job_id: str, name: str) -> Checkpoint | None:
+    """One checkpoint of a job by name, or None."""
+    return session.get(Checkpoint, (job_id, name))
+
+
+def set_job_fields(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    """Set progress fields of a running job (total_steps) for its claim; never its status (`shared.states` owns it).
+
+    Fenced: raises LeaseLost when `attempt` no longer owns the job.
+    """
     if "status" in values:
         raise ValueError("status changes go through shared.states.transition")
-    session.execute(update(Job).where(Job.id == job_id).values(**values))
+    _fence(session, job_id, attempt, **values)

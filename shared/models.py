@@ -68,8 +68,22 @@ class Job(Base):
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
     # TRL's end-of-training log (train_runtime, train_loss, ...).
     summary: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    # While running: the time by which the worker must renew its claim, or lose the job to the reconciler.
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # When a "run job X" message was last sent (a queued job not taken long after it was lost by the broker).
+    dispatched_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What a user asked of a running job that its worker carries out ("pause").
+    requested_action: Mapped[str | None] = mapped_column(String(20))
+    # How many claims ended with their worker lost (crash, kill, machine gone): bounded by GRPO_MAX_ATTEMPTS.
+    lost_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
 
 
 class MetricPoint(Base):
@@ -82,6 +96,20 @@ class MetricPoint(Base):
     epoch: Mapped[float | None] = mapped_column(Float)
     metrics: Mapped[dict[str, Any]] = mapped_column(JsonType)
     logged_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Checkpoint(Base):
+    """A saved training state of a job (`checkpoint-<step>`), or its final model (`final`), on the data volume."""
+
+    __tablename__ = "checkpoints"
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
 class JobEvent(Base):

@@ -70,8 +70,10 @@ def make_celery(settings: Settings) -> Celery:
     app = Celery("grpo", broker=settings.effective_broker_url, set_as_current=False)
     app.conf.update(
         task_default_queue=settings.queue,
-        # Acknowledge after the task ran: a worker that dies mid-job leaves the message to be delivered again
-        # (the database claim decides whether anyone still needs to run it).
+        # Acknowledge after the task ran, so that Redis redelivers a message whose worker died (after its visibility
+        # timeout). Recovery does not rely on it: a lost worker's job is requeued when its lease expires, and a
+        # lost message is sent again by an idle worker's sweep (worker/reconcile.py); duplicates are harmless, as
+        # the database claim decides who runs a job.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

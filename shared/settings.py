@@ -42,6 +42,37 @@ class Settings(BaseSettings):
     access_log: bool = Field(
         default=False, description="Log every HTTP request the API answers (costs a good part of its throughput)."
     )
+    lease_seconds: float = Field(
+        default=30, gt=0, description="How long a running job stays its worker's without a heartbeat."
+    )
+    heartbeat_seconds: float = Field(
+        default=1, gt=0, description="How often a worker renews its job's lease (and sees a cancel or pause)."
+    )
+    sweep_seconds: float = Field(
+        default=10, gt=0, description="How often each worker looks for expired leases and lost queue messages."
+    )
+    resend_after_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="A queued job an idle worker has not received this long after its message was sent is sent again.",
+    )
+    max_attempts: int = Field(
+        default=3, ge=1, description="How many times a job may lose its worker (crash, kill) before it fails."
+    )
+    stop_grace_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="Time a stopping worker (SIGTERM) or a pause gives the trainer to save a checkpoint.",
+    )
+    stall_seconds: float = Field(
+        default=1800, gt=0, description="A running job whose training makes no step for this long is failed."
+    )
+    default_save_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="Checkpoint every N steps when a spec sets neither args.save_steps nor args.save_strategy "
+        "(unset: TRL's default, every 500 steps).",
+    )
     broker_polling_interval: float = Field(
         default=0.1,
         gt=0,

@@ -1,17 +1,20 @@
-"""The job state machine: which status may follow which, and the one conditional UPDATE that moves a job.
+"""The job state machine: which status may follow which, and the conditional UPDATEs that move a job.
 
-Every status change in the service goes through `transition` (or `claim`, its special case for queued → running).
-Each is a single `UPDATE ... WHERE id = :id AND status IN (:legal_sources)`, so two processes racing for the same
-job can never both win: the database row, not the broker message, says who owns a job.
+Every status change in the service goes through this module. Each is a single
+`UPDATE ... WHERE id = :id AND status IN (:legal_sources) [AND attempt = :attempt]`, so two processes racing for
+the same job can never both win: the database row, not the broker message, says who owns a job. A running job
+is owned by one claim (its `attempt`) for as long as its worker renews the lease; every write a worker makes is
+fenced by that attempt, so a worker that lost its lease can no longer change anything.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobEvent, utcnow
@@ -20,6 +23,7 @@ from shared.models import Job, JobEvent, utcnow
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -29,13 +33,19 @@ TERMINAL: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILE
 
 # For each status, the statuses a job may be in just before it.
 ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset(),
+    # Handed back by a stopping worker, requeued after its worker was lost, or resumed after a pause.
+    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.PAUSED}),
     JobStatus.RUNNING: frozenset({JobStatus.QUEUED}),
+    JobStatus.PAUSED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
     JobStatus.SUCCEEDED: frozenset({JobStatus.RUNNING}),
     # A job can fail before it runs (its broker message could not be sent).
     JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
-    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
+    JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED}),
 }
+
+
+def _record(session: Session, job_id: str, status: JobStatus, message: str, data: dict[str, Any] | None) -> None:
+    session.add(JobEvent(job_id=job_id, kind="status", message=message, data={"status": status.value, **(data or {})}))
 
 
 def transition(
@@ -44,6 +54,7 @@ def transition(
     to: JobStatus,
     *,
     attempt: int | None = None,
+    only_from: frozenset[JobStatus] | None = None,
     message: str | None = None,
     event_data: dict[str, Any] | None = None,
     **values: Any,
@@ -51,47 +62,98 @@ def transition(
     """Move `job_id` to `to` if its current status allows it; returns whether it moved.
 
     `attempt`, when given, fences the write: only the claim that holds that attempt number may move the job.
+    `only_from` narrows the statuses the move may start from (a user resumes only a paused job, say).
     `values` are other columns to set in the same UPDATE. A move is recorded as an event.
     """
-    sources = ALLOWED_SOURCES[to]
-    if not sources:
-        raise ValueError(f"no transition leads to {to}")
     if to in TERMINAL:
         values.setdefault("finished_at", utcnow())
+    if to != JobStatus.RUNNING:
+        # The lease and any pending request belong to the claim that is ending.
+        values.setdefault("lease_expires_at", None)
+        values.setdefault("requested_action", None)
+    sources = ALLOWED_SOURCES[to] & only_from if only_from is not None else ALLOWED_SOURCES[to]
     statement = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in sources]))
     if attempt is not None:
         statement = statement.where(Job.attempt == attempt)
-    result = session.execute(statement.values(status=to.value, **values).returning(Job.status))
-    if result.first() is None:
+    if session.execute(statement.values(status=to.value, **values).returning(Job.id)).first() is None:
         return False
-    session.add(
-        JobEvent(
-            job_id=job_id,
-            kind="status",
-            message=message or f"job {to.value}",
-            data={"status": to.value, **(event_data or {})},
-        )
-    )
+    _record(session, job_id, to, message or f"job {to.value}", event_data)
     return True
 
 
-def claim(session: Session, job_id: str, worker: str, now: datetime | None = None) -> int | None:
+def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> int | None:
     """Take a queued job for `worker`: returns the new attempt number, or None when the job is not queued."""
+    now = utcnow()
     statement = (
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
-        .values(status=JobStatus.RUNNING.value, attempt=Job.attempt + 1, worker=worker, started_at=now or utcnow())
+        .values(
+            status=JobStatus.RUNNING.value,
+            attempt=Job.attempt + 1,
+            worker=worker,
+            started_at=now,
+            heartbeat_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            requested_action=None,
+        )
         .returning(Job.attempt)
     )
     attempt = session.execute(statement).scalar_one_or_none()
     if attempt is None:
         return None
-    session.add(
-        JobEvent(
-            job_id=job_id,
-            kind="status",
-            message=f"job running on {worker} (attempt {attempt})",
-            data={"status": JobStatus.RUNNING.value, "worker": worker, "attempt": attempt},
-        )
+    _record(
+        session,
+        job_id,
+        JobStatus.RUNNING,
+        f"job running on {worker} (attempt {attempt})",
+        {"worker": worker, "attempt": attempt},
     )
     return attempt
+
+
+@dataclass
+class Lease:
+    """What a renewal found: whether the claim still owns the job, and what a user asked of it."""
+
+    held: bool
+    status: str | None
+    requested_action: str | None
+
+
+def renew_lease(session: Session, job_id: str, attempt: int, lease_seconds: float) -> Lease:
+    """Extend the running job's lease for this claim; `held` is False once the job is no longer this claim's."""
+    now = utcnow()
+    renewed = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING.value)
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Job.requested_action)
+    ).first()
+    if renewed is not None:
+        return Lease(True, JobStatus.RUNNING.value, renewed.requested_action)
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    return Lease(False, status, None)
+
+
+def request_action(session: Session, job_id: str, action: str) -> bool:
+    """Ask the worker of a running job to do `action` ("pause"); False when the job is not running."""
+    moved = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
+        .values(requested_action=action)
+        .returning(Job.id)
+    ).first()
+    if moved is None:
+        return False
+    session.add(JobEvent(job_id=job_id, kind="info", message=f"{action} requested", data={"action": action}))
+    return True
+
+
+def expired_leases(session: Session, now: datetime | None = None) -> list[tuple[str, int, str | None, int]]:
+    """Running jobs whose worker stopped renewing its lease: (id, attempt, worker, lost_attempts)."""
+    rows = session.execute(
+        select(Job.id, Job.attempt, Job.worker, Job.lost_attempts).where(
+            Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < (now or utcnow())
+        )
+    )
+    return [(row.id, row.attempt, row.worker, row.lost_attempts) for row in rows]

@@ -60,8 +60,18 @@ def redis_queue(redis_server: str) -> Iterator[str]:
         client.delete(key)
 
 
+# Lease, heartbeat and sweep timings short enough for a test to see a lost worker replaced within seconds.
+FAST_LIFECYCLE = {
+    "lease_seconds": "3",
+    "heartbeat_seconds": "0.5",
+    "sweep_seconds": "0.5",
+    "resend_after_seconds": "2",
+    "stop_grace_seconds": "20",
+}
+
+
 def _embedded(tmp_path: Path, verb: str) -> Iterator[Service]:
-    service = Service(base_env(tmp_path / "data"), tmp_path)
+    service = Service(base_env(tmp_path / "data", **FAST_LIFECYCLE), tmp_path)
     try:
         service.start_api(verb)
         yield service
@@ -84,7 +94,9 @@ def api_only(tmp_path: Path) -> Iterator[Service]:
 @pytest.fixture
 def production_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
     """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production."""
-    env = base_env(tmp_path / "data", database_url=postgres_url, broker_url=redis_server, queue=redis_queue)
+    env = base_env(
+        tmp_path / "data", database_url=postgres_url, broker_url=redis_server, queue=redis_queue, **FAST_LIFECYCLE
+    )
     service = Service(env, tmp_path)
     try:
         migrate = service.start(["migrate"], "migrate")

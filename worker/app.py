@@ -1,18 +1,18 @@
-"""The worker's Celery app: the shared app with the `run_job` task registered on it."""
+"""The worker's Celery app: the shared app with the `run_job` task registered on it, and its reconciler."""
 
 from __future__ import annotations
 
 import os
 import socket
-import threading
 
 from celery import Celery
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
 
 from shared.db import Database
 from shared.queue import RUN_JOB_TASK, make_celery
 from shared.settings import Settings
-from worker.execute import execute_job
+from worker.execute import WorkerContext, execute_job
+from worker.reconcile import Reconciler
 
 
 def worker_name() -> str:
@@ -20,24 +20,29 @@ def worker_name() -> str:
     return f"grpo-worker-{os.getpid()}@{socket.gethostname()}"
 
 
-def create_worker_app(settings: Settings) -> Celery:
-    """The Celery app with `run_job` bound to these settings and one database connection pool."""
+def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
+    """The Celery app with `run_job` bound to a worker context (settings, one database pool, a name)."""
     app = make_celery(settings)
-    database = Database.from_settings(settings)
-    name = worker_name()
-    stopping = threading.Event()
+    context = WorkerContext(settings, Database.from_settings(settings), app, worker_name())
+    reconciler = Reconciler(context)
+
+    @worker_ready.connect(weak=False)
+    def _on_ready(**_kwargs: object) -> None:
+        reconciler.start()
 
     @worker_shutting_down.connect(weak=False)
     def _on_shutdown(**_kwargs: object) -> None:
-        # Celery's warm shutdown would wait for the running job to end, however long it trains.
-        stopping.set()
+        # Celery's warm shutdown would wait for the running job to end, however long it trains: instead the job
+        # saves a checkpoint and is handed back to the queue.
+        context.stopping.set()
+        reconciler.done.set()
 
     @app.task(name=RUN_JOB_TASK)
     def run_job(job_id: str) -> None:
         """Claim job `job_id` in the database and train it; a job that is not queued is left alone."""
-        execute_job(settings, database, name, job_id, stopping)
+        execute_job(context, job_id)
 
-    return app
+    return app, context
 
 
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
@@ -45,7 +50,7 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     from worker.training_process import start_forkserver
 
     start_forkserver()
-    app = create_worker_app(settings)
+    app, context = create_worker_app(settings)
     app.worker_main(
         [
             "worker",
@@ -53,7 +58,7 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
             "--concurrency=1",
             "--prefetch-multiplier=1",
             f"--queues={settings.queue}",
-            f"--hostname={worker_name()}",
+            f"--hostname={context.name}",
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",

@@ -1,74 +1,191 @@
-"""What a worker does with a "run job X" message: claim the job, train it in a child process, record the end."""
+"""What a worker does with a "run job X" message: claim the job, train it in a child process while holding the
+job's lease, and record how it ended.
+
+While the child trains, the worker renews the lease every heartbeat. A renewal that fails means the job is no
+longer this claim's (cancelled, or taken over after the lease expired): the child is ended at once and nothing
+more is written. A pause request, or the worker being asked to stop (SIGTERM), makes the child save a checkpoint
+and stop; the job is then paused, or handed back to the queue for another worker to resume. A child that finishes
+no step for `stall_seconds` is ended and the job failed, saying where it was stuck.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from celery import Celery
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from shared import jobs
 from shared.db import Database
+from shared.lifecycle import dispatch
 from shared.settings import Settings
-from shared.states import JobStatus, claim, transition
+from shared.states import JobStatus, claim, renew_lease, transition
 from worker.training_process import TrainingProcess
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.25
 MAX_ERROR_CHARS = 2000
 # Waits between tries of recording a job's end while the database is unreachable (about a minute in all).
 FINISH_RETRY_DELAYS = (0.5, 1, 2, 4, 8, 15, 30)
 
 
+@dataclass
+class WorkerContext:
+    """What every job a worker runs shares: settings, database, Celery app, name, and whether it is stopping."""
+
+    settings: Settings
+    database: Database
+    celery: Celery
+    name: str
+    stopping: threading.Event = field(default_factory=threading.Event)
+    # When the worker last became idle (monotonic), or None while it runs a job: the reconciler resends lost
+    # messages only from an idle worker, which would otherwise have received them.
+    idle_since: float | None = field(default_factory=time.monotonic)
+
+
 def failure(error: str, traceback: str | None = None) -> dict[str, Any]:
     """An outcome of a run that failed."""
-    return {"succeeded": False, "error": error, "traceback": traceback, "summary": {}}
+    return {"succeeded": False, "error": error, "traceback": traceback, "summary": {}, "stopped_at_step": None}
 
 
-def execute_job(
-    settings: Settings, database: Database, worker_name: str, job_id: str, stopping: threading.Event
-) -> None:
-    """Run job `job_id` if it is still queued; any other status means someone else owns it or it is over.
-
-    `stopping` is set when the worker is asked to shut down: the training child is ended and the job is
-    recorded as failed, so that it is not left `running` for a worker that is gone.
-    """
+def execute_job(context: WorkerContext, job_id: str) -> None:
+    """Run job `job_id` if it is still queued; any other status means someone else owns it or it is over."""
+    settings, database = context.settings, context.database
     with database.session() as session:
-        attempt = claim(session, job_id, worker_name)
+        attempt = claim(session, job_id, context.name, settings.lease_seconds)
         if attempt is None:
             job = jobs.get_job(session, job_id)
             log.info("job %s is %s, not queued: nothing to do", job_id, job.status if job else "missing")
             return
     log.info("job %s claimed (attempt %d)", job_id, attempt)
+    context.idle_since = None
+    try:
+        _run_claimed(context, job_id, attempt)
+    finally:
+        context.idle_since = time.monotonic()
 
+
+def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
     process: TrainingProcess | None = None
     try:
-        process = TrainingProcess(settings, job_id)
-        with database.session() as session:
+        process = TrainingProcess(context.settings, job_id, attempt)
+        with context.database.session() as session:
             jobs.add_event(
                 session,
                 job_id,
                 "info",
-                f"training process {process.pid} started",
-                {"pid": process.pid, "log": str(settings.job_dir(job_id) / "train.log")},
+                f"training process {process.pid} started (attempt {attempt})",
+                {"pid": process.pid, "attempt": attempt, "log": str(process.log_path)},
             )
-        outcome = None
-        while outcome is None:
-            if stopping.is_set():
-                process.kill()
-                outcome = failure("the worker was stopped while training: submit the job again")
-                break
-            outcome = process.wait(POLL_SECONDS)
+        _supervise(context, job_id, attempt, process)
     except BaseException as error:
         # The worker itself is failing: end the child, and leave no job `running` for nobody.
         if process is not None:
             process.kill()
-        _finish(database, job_id, attempt, failure(f"the worker failed while training: {error!r}"))
+        _finish(context.database, job_id, attempt, failure(f"the worker failed while training: {error!r}"))
         raise
-    _finish(database, job_id, attempt, outcome)
+
+
+def _supervise(context: WorkerContext, job_id: str, attempt: int, process: TrainingProcess) -> None:
+    settings = context.settings
+    stop_reason: str | None = None
+    stop_deadline = float("inf")
+    next_heartbeat = 0.0
+    while (outcome := process.wait(POLL_SECONDS)) is None:
+        now = time.monotonic()
+        if now >= next_heartbeat:
+            next_heartbeat = now + settings.heartbeat_seconds
+            lease = _renew(context, job_id, attempt)
+            if lease is not None and not lease.held:
+                process.kill()
+                _note_lost(context.database, job_id, attempt, lease.status)
+                return
+            if lease is not None and lease.requested_action == "pause" and stop_reason is None:
+                stop_reason, stop_deadline = "pause", now + settings.stop_grace_seconds
+                process.request_stop(stop_reason)
+        if context.stopping.is_set() and stop_reason is None:
+            stop_reason, stop_deadline = "handoff", now + settings.stop_grace_seconds
+            process.request_stop(stop_reason)
+        if stop_reason is not None and now > stop_deadline:
+            process.kill()
+            why = f"no checkpoint within {settings.stop_grace_seconds:g} s of the request"
+            _stop(context, job_id, attempt, stop_reason, step=None, why=why)
+            return
+        if now - process.last_progress > settings.stall_seconds:
+            where = process.where_stuck()
+            process.kill()
+            _finish(
+                context.database,
+                job_id,
+                attempt,
+                failure(_stall_message(settings.stall_seconds, process.last_step, where)),
+            )
+            return
+    if stop_reason is not None and outcome["stopped_at_step"] is not None:
+        _stop(context, job_id, attempt, stop_reason, step=outcome["stopped_at_step"], why="checkpoint saved")
+    else:
+        _finish(context.database, job_id, attempt, outcome)
+
+
+def _renew(context: WorkerContext, job_id: str, attempt: int) -> Any:
+    try:
+        with context.database.session() as session:
+            return renew_lease(session, job_id, attempt, context.settings.lease_seconds)
+    except SQLAlchemyError:
+        # The database is unreachable: keep training; if it stays away, the lease expires and the job is
+        # requeued, and this claim's writes are refused from then on.
+        log.exception("job %s: could not renew the lease", job_id)
+        return None
+
+
+def _stall_message(seconds: float, last_step: int | None, where: list[str]) -> str:
+    at = f"after step {last_step}" if last_step is not None else "before its first step"
+    stuck = f"; stuck in {' <- '.join(where)}" if where else ""
+    return f"stalled: no training step finished for {seconds:g} s ({at}){stuck}"
+
+
+def _note_lost(database: Database, job_id: str, attempt: int, status: str | None) -> None:
+    """The claim lost its job: say so in the events (nothing else may be written for this attempt)."""
+    log.info(
+        "job %s: attempt %d no longer owns the job (it is %s); its result is not recorded", job_id, attempt, status
+    )
+    if status == JobStatus.CANCELLED:
+        with database.session() as session:
+            jobs.add_event(session, job_id, "info", f"training process of attempt {attempt} ended: job cancelled")
+
+
+def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: int | None, why: str) -> None:
+    """The child stopped on request: pause the job, or hand it back to the queue for another worker."""
+    where = f"at step {step} ({why})" if step is not None else f"({why}; it continues from its latest checkpoint)"
+    with context.database.session() as session:
+        if reason == "pause":
+            moved = transition(
+                session,
+                job_id,
+                JobStatus.PAUSED,
+                attempt=attempt,
+                message=f"job paused {where}",
+                event_data={"step": step},
+            )
+        else:
+            moved = transition(
+                session,
+                job_id,
+                JobStatus.QUEUED,
+                attempt=attempt,
+                message=f"worker {context.name} stopping: job handed back {where}",
+                event_data={"step": step},
+            )
+    if moved and reason == "handoff":
+        try:
+            dispatch(context.database, context.celery, context.settings, job_id)
+        except Exception:
+            log.exception("job %s: handed back, but its message could not be sent (a sweep will)", job_id)
 
 
 def _finish(database: Database, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
@@ -84,7 +201,7 @@ def _finish(database: Database, job_id: str, attempt: int, outcome: dict[str, An
             outcome = failure(f"the job ended but its result could not be stored: {error.orig}")
         except SQLAlchemyError:
             log.exception("job %s: could not record its end; retrying", job_id)
-    log.error("job %s: gave up recording its end; it stays running until it is reconciled", job_id)
+    log.error("job %s: gave up recording its end; its lease will expire and a sweep will requeue it", job_id)
 
 
 def _shorten(error: str) -> str:
@@ -115,5 +232,8 @@ def _record_end(database: Database, job_id: str, attempt: int, outcome: dict[str
                 jobs.add_event(session, job_id, "error", error, {"traceback": outcome.get("traceback")})
     if moved:
         log.info("job %s %s", job_id, "succeeded" if outcome["succeeded"] else f"failed: {outcome['error']}")
-    else:
-        log.warning("job %s: attempt %d no longer owns the job; its result was not recorded", job_id, attempt)
+        return
+    # The claim lost the job while it ran (its writes were refused, so the child ended on its own).
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+    _note_lost(database, job_id, attempt, job.status if job else None)

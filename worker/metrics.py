@@ -16,7 +16,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from shared import jobs
 from shared.db import Database
-from shared.jobs import MetricRecord
+from shared.jobs import LeaseLost, MetricRecord
 from shared.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_st
 
 def describe_database_error(error: BaseException) -> str:
     """The driver's own message, without the statement and parameters SQLAlchemy adds (they can be megabytes)."""
+    if isinstance(error, LeaseLost):
+        return str(error)
     if isinstance(error, DBAPIError) and error.orig is not None:
         return f"{type(error.orig).__name__}: {error.orig}"
     return f"{type(error).__name__}: {error}"
@@ -39,9 +41,12 @@ class MetricsWriterFailed(RuntimeError):
 class MetricsWriter:
     """Buffers logged steps and writes them in batches from a background thread."""
 
-    def __init__(self, database: Database, job_id: str, flush_interval: float, retry_for: float = 30.0) -> None:
+    def __init__(
+        self, database: Database, job_id: str, attempt: int, flush_interval: float, retry_for: float = 30.0
+    ) -> None:
         self._database = database
         self._job_id = job_id
+        self._attempt = attempt
         self._flush_interval = flush_interval
         self._retry_for = retry_for
         self._pending: dict[int, MetricRecord] = {}
@@ -112,8 +117,10 @@ class MetricsWriter:
         while True:
             try:
                 with self._database.session() as session:
-                    jobs.record_metrics(session, self._job_id, batch)
+                    jobs.record_metrics(session, self._job_id, self._attempt, batch)
                 return
+            except LeaseLost:
+                raise  # this claim no longer owns the job: retrying cannot help
             except Exception as error:
                 if time.monotonic() + delay > deadline:
                     raise
@@ -125,10 +132,11 @@ class MetricsWriter:
 class MetricsCallback(TrainerCallback):
     """Sends every `on_log` to the writer, and records the plan (total steps) and TRL's final summary."""
 
-    def __init__(self, writer: MetricsWriter, database: Database, job_id: str) -> None:
+    def __init__(self, writer: MetricsWriter, database: Database, job_id: str, attempt: int) -> None:
         self.writer = writer
         self.database = database
         self.job_id = job_id
+        self.attempt = attempt
         self.summary: dict[str, Any] = {}
 
     def on_train_begin(
@@ -136,7 +144,7 @@ class MetricsCallback(TrainerCallback):
     ) -> None:
         if state.is_world_process_zero:
             with self.database.session() as session:
-                jobs.set_job_fields(session, self.job_id, total_steps=state.max_steps)
+                jobs.set_job_fields(session, self.job_id, self.attempt, total_steps=state.max_steps)
 
     def on_log(
         self,

@@ -16,8 +16,11 @@ from trl import GRPOConfig, GRPOTrainer
 
 from shared import jobs
 from shared.db import Database
+from shared.jobs import LeaseLost
 from shared.settings import Settings
 from shared.spec import JobSpec
+from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
+from worker.child import WorkerLink
 from worker.data import DatasetProblem, load_prompts
 from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import ModelNotFound, check_model_reference
@@ -32,13 +35,15 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    # Stopped on the worker's request (pause, hand-off) after saving a checkpoint at this step.
+    stopped_at_step: int | None = None
 
 
 class TrainingFailed(RuntimeError):
     """Training could not run or finish; the message says at which stage and why."""
 
 
-READABLE_ERRORS = (TrainingFailed, RewardFunctionError, DatasetProblem, MetricsWriterFailed, ModelNotFound)
+READABLE_ERRORS = (TrainingFailed, RewardFunctionError, DatasetProblem, MetricsWriterFailed, ModelNotFound, LeaseLost)
 
 
 def choose_precision(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -61,8 +66,10 @@ def choose_precision(args: dict[str, Any], settings: Settings) -> dict[str, Any]
 
 
 def build_config(spec: JobSpec, settings: Settings, output_dir: Path) -> GRPOConfig:
-    """GRPOConfig from the spec's args, with the service's output dir and precision."""
+    """GRPOConfig from the spec's args, with the service's output dir, checkpoint default and precision."""
     arguments: dict[str, Any] = {"report_to": "none", "disable_tqdm": True, **spec.args}
+    if settings.default_save_steps and "save_steps" not in spec.args and "save_strategy" not in spec.args:
+        arguments["save_steps"] = settings.default_save_steps
     arguments.update(choose_precision(spec.args, settings))
     arguments["output_dir"] = str(output_dir)
     return GRPOConfig(**arguments)
@@ -74,23 +81,43 @@ def _stage_error(stage: str, error: BaseException) -> TrainingFailed:
     return TrainingFailed(f"{stage}: {type(error).__name__}: {error}")
 
 
-def train(settings: Settings, database: Database, job_id: str) -> Outcome:
-    """Run the job's GRPO training to the end; every failure is returned as an Outcome with a readable error."""
+def train(settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink) -> Outcome:
+    """Run (or resume) the job's GRPO training to the end; every failure is returned as an Outcome."""
     try:
-        return _train(settings, database, job_id)
+        return _train(settings, database, job_id, attempt, link)
     except TrainingFailed as failure:
         return Outcome(False, str(failure), "".join(traceback.format_exception(failure.__cause__ or failure)))
     except BaseException as error:  # anything unforeseen still ends the job with its reason
         return Outcome(False, f"{type(error).__name__}: {error}", traceback.format_exc())
 
 
-def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
+def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
+    """The latest checkpoint an earlier attempt saved, with the metrics past it discarded (they are logged again)."""
+    with database.session() as session:
+        checkpoint = jobs.latest_checkpoint(session, job_id)
+        if checkpoint is None or not Path(checkpoint.path).is_dir():
+            return None
+        discarded = jobs.discard_metrics_after(session, job_id, attempt, checkpoint.step)
+        jobs.add_event(
+            session,
+            job_id,
+            "info",
+            f"attempt {attempt} resumes from {checkpoint.name} (saved by attempt {checkpoint.attempt}); "
+            f"{discarded} metric point(s) past step {checkpoint.step} will be logged again",
+            {"checkpoint": checkpoint.name, "step": checkpoint.step, "attempt": attempt},
+        )
+        return checkpoint.path
+
+
+def _train(settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink) -> Outcome:
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         if job is None:
             raise TrainingFailed(f"job {job_id} is not in the database")
         spec = JobSpec.model_validate(job.spec)
-    job_dir = settings.job_dir(job_id)
+    # Each claim writes to a directory of its own: a worker that lost the job can never overwrite the files of
+    # the one that took it over.
+    attempt_dir = settings.job_dir(job_id) / f"attempt-{attempt}"
 
     stage = "loading train_dataset"
     try:  # each stage names itself in the error a user reads
@@ -100,15 +127,18 @@ def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
         stage = "building reward_funcs"
         reward_funcs = build_reward_funcs(spec.reward_funcs)
         stage = "configuring GRPO (args)"
-        config = build_config(spec, settings, job_dir / "output")
+        config = build_config(spec, settings, attempt_dir)
         stage = "finding the model"
         check_model_reference(spec.model)
+        stage = "finding the checkpoint to resume from"
+        resume_from = _resume_point(database, job_id, attempt)
     except Exception as error:
         raise _stage_error(stage, error) from error
 
-    writer = MetricsWriter(database, job_id, settings.effective_metrics_flush_interval)
-    callback = MetricsCallback(writer, database, job_id)
+    writer = MetricsWriter(database, job_id, attempt, settings.effective_metrics_flush_interval)
+    metrics = MetricsCallback(writer, database, job_id, attempt)
     failure: TrainingFailed | None = None
+    stopped_at: int | None = None
     stage = f"loading model {spec.model!r}"
     try:
         trainer = GRPOTrainer(
@@ -117,12 +147,15 @@ def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
             args=config,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            callbacks=[callback],
+            callbacks=[metrics, ControlCallback(link), CheckpointCallback(database, job_id, attempt)],
         )
         stage = "training"
-        trainer.train()
-        stage = "saving the final model"
-        trainer.save_model(str(job_dir / "final-model"))
+        trainer.train(resume_from_checkpoint=resume_from)
+        if link.stop_requested.is_set():
+            stopped_at = trainer.state.global_step
+        else:
+            stage = "saving the final model"
+            _save_final_model(trainer, database, job_id, attempt, attempt_dir / "final-model")
     except Exception as error:
         failure = _stage_error(stage, error)
         failure.__cause__ = error
@@ -134,4 +167,20 @@ def _train(settings: Settings, database: Database, job_id: str) -> Outcome:
             raise _stage_error("storing metrics", error) from error
     if failure is not None:
         raise failure
-    return Outcome(True, summary=callback.summary)
+    if stopped_at is not None:
+        return Outcome(False, stopped_at_step=stopped_at)
+    return Outcome(True, summary=metrics.summary)
+
+
+def _save_final_model(trainer: GRPOTrainer, database: Database, job_id: str, attempt: int, path: Path) -> None:
+    trainer.save_model(str(path))
+    with database.session() as session:
+        jobs.record_checkpoint(
+            session,
+            job_id,
+            attempt,
+            name=jobs.FINAL_MODEL,
+            step=trainer.state.global_step,
+            path=str(path),
+            size_bytes=directory_size(path),
+        )

@@ -11,8 +11,11 @@ import contextlib
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import re
 import signal
+import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
@@ -20,12 +23,27 @@ from worker.child import child_main
 
 PRELOAD = ["worker.runner"]
 _context = multiprocessing.get_context("forkserver")
+# How long a child gets to write its stack to its log when asked (SIGUSR1) where it is stuck.
+STACK_DUMP_SECONDS = 1.0
+# A faulthandler frame line: `  File "<reward_funcs[0]>", line 3 in slow`.
+FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>.+)$')
+
+
+def _warm() -> None:
+    """Nothing: a first child, whose start waits until the forkserver has imported the training stack."""
 
 
 def start_forkserver() -> None:
-    """Start the forkserver now and have it import the training stack (call once when a worker starts)."""
+    """Start the forkserver and wait until it has imported the training stack (call once when a worker starts).
+
+    Without the wait, the first job's child would take the seconds of those imports to start, during which its
+    worker renews no lease.
+    """
     _context.set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
+    first = _context.Process(target=_warm, name="grpo-forkserver-warm-up")
+    first.start()
+    first.join()
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -38,35 +56,59 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def innermost_frames(log_text: str, count: int = 3) -> list[str]:
+    """The innermost frames of the last stack faulthandler wrote for the main thread, innermost first."""
+    block = log_text.rsplit("Current thread", 1)
+    if len(block) < 2:
+        return []
+    frames = []
+    for line in block[1].splitlines()[1:]:
+        match = FRAME.match(line)
+        if not match:
+            break
+        frames.append(f"{match['function']} ({Path(match['file']).name}:{match['line']})")
+    return frames[:count]
+
+
 class TrainingProcess:
     """One job's training child."""
 
-    def __init__(self, settings: Settings, job_id: str) -> None:
+    def __init__(self, settings: Settings, job_id: str, attempt: int) -> None:
         self.job_id = job_id
+        self.log_path = settings.job_dir(job_id) / "train.log"
         self._connection, child_end = _context.Pipe(duplex=True)
         self._process = _context.Process(
-            target=child_main, args=(settings, job_id, child_end), name=f"grpo-train-{job_id}"
+            target=child_main, args=(settings, job_id, attempt, child_end), name=f"grpo-train-{job_id}"
         )
         self._process.start()
         child_end.close()
         self._outcome: dict[str, Any] | None = None
+        self.last_step: int | None = None
+        self.last_progress = time.monotonic()
 
     @property
     def pid(self) -> int | None:
         return self._process.pid
 
     def wait(self, timeout: float) -> dict[str, Any] | None:
-        """The child's outcome once it has ended, or None while it still runs after `timeout` seconds."""
+        """Take the child's messages for up to `timeout` seconds; its outcome once it has ended, else None."""
         connection: Connection = self._connection
-        if self._outcome is not None:
-            return self._outcome
-        if connection.poll(timeout):
+        deadline = time.monotonic() + timeout
+        while self._outcome is None:
+            remaining = deadline - time.monotonic()
+            if not connection.poll(max(remaining, 0)):
+                if not self._process.is_alive():
+                    self._outcome = self._died()
+                break
             try:
-                self._outcome = connection.recv()
+                message = connection.recv()
             except EOFError:
                 self._outcome = self._died()
-        elif not self._process.is_alive():
-            self._outcome = self._died()
+                break
+            if message.get("type") == "progress":
+                self.last_step, self.last_progress = message["step"], time.monotonic()
+            elif message.get("type") == "outcome":
+                self._outcome = {k: v for k, v in message.items() if k != "type"}
         if self._outcome is not None:
             self._process.join(timeout=30)
             connection.close()
@@ -81,7 +123,27 @@ class TrainingProcess:
             "error": f"the training process ended without a result: {how}{hint}; see the job's train.log",
             "traceback": None,
             "summary": {},
+            "stopped_at_step": None,
         }
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the child to save a checkpoint at the end of its current step and stop."""
+        with contextlib.suppress(OSError):
+            self._connection.send({"cmd": "stop", "reason": reason})
+
+    def where_stuck(self) -> list[str]:
+        """Have the child write its stack to its log (SIGUSR1) and read where its main thread is."""
+        if self._process.pid is None:
+            return []
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._process.pid, signal.SIGUSR1)
+        time.sleep(STACK_DUMP_SECONDS)
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 256_000))
+                return innermost_frames(log.read().decode(errors="replace"))
+        except OSError:
+            return []
 
     def kill(self) -> None:
         """End the child and everything it started (its process group)."""

@@ -1,20 +1,22 @@
-"""/v1/jobs: submit GRPO jobs, read them, their metrics and their events. HTTP only: the work is in `shared`."""
+"""/v1/jobs: submit, read, cancel, pause and resume GRPO jobs; their metrics and events. HTTP only: the work is in
+`shared`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Header, Query
 from sqlalchemy import Connection
 
 from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
 from api.views import JSONText, render_page
-from shared import jobs
+from shared import jobs, lifecycle
+from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
 from shared.problems import SpecError
 from shared.spec import JobSpec, check_spec
-from shared.submission import BrokerUnavailable, submit_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]
@@ -61,21 +63,65 @@ def _require_job(connection: Connection, job_id: str) -> None:
 
 @router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 503: {"model": ErrorBody}})
 def create_job(
-    spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})], svc: ServicesDep
+    spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})],
+    svc: ServicesDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="Retries with the same key and spec return the first job, not a new one."),
+    ] = None,
 ) -> JSONText:
     """Submit a GRPO job. The spec mirrors `GRPOTrainer`'s arguments; `args` are `GRPOConfig` fields.
 
     A spec TRL would reject when it runs (unknown field, batch not divisible by `num_generations`, a reward
     function that does not compile, ...) is refused with 422 naming each problem and its fix; nothing is stored.
+    With an `Idempotency-Key` header, a retry with the same key and spec returns the job the first request made
+    (header `Idempotent-Replayed: true`); the same key with a different spec is a 409.
     """
     problems = check_spec(spec, device=svc.settings.device)
     if problems:
         raise SpecError(problems)
     try:
-        job = submit_job(svc.database, svc.celery, svc.settings, spec)
+        job, replayed = submit_job(svc.database, svc.celery, svc.settings, spec, idempotency_key)
     except BrokerUnavailable as error:
         raise ApiError(503, "broker_unavailable", str(error)) from error
-    return _job_response(svc, job.id, status_code=201)
+    except IdempotencyConflict as error:
+        raise ApiError(409, "idempotency_conflict", str(error)) from error
+    response = _job_response(svc, job.id, status_code=201)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def _act(svc: Services, job_id: str, action: Callable[[], None]) -> JSONText:
+    try:
+        action()
+    except LookupError:
+        raise not_found(f"job {job_id}") from None
+    except ActionRefused as error:
+        raise ApiError(409, "conflict", str(error)) from error
+    except BrokerUnavailable as error:
+        raise ApiError(503, "broker_unavailable", str(error)) from error
+    return _job_response(svc, job_id)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
+def cancel_job(job_id: str, svc: ServicesDep) -> JSONText:
+    """Cancel a job. A queued or paused job is cancelled at once; a running one too, and its worker ends the
+    training process (and anything it started) within about a second. A finished job is a 409."""
+    return _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id))
+
+
+@router.post("/{job_id}/pause", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
+def pause_job(job_id: str, svc: ServicesDep) -> JSONText:
+    """Pause a job. A queued job is paused at once; a running one is asked to (`requested_action: pause`): its
+    worker has the trainer save a checkpoint, frees itself and marks the job `paused`."""
+    return _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
+def resume_job(job_id: str, svc: ServicesDep) -> JSONText:
+    """Resume a paused job: it is queued again, and a worker continues it from its latest checkpoint."""
+    return _act(svc, job_id, lambda: lifecycle.resume_job(svc.database, svc.celery, svc.settings, job_id))
 
 
 @router.get("", response_model=JobList, responses=ERRORS)

@@ -73,7 +73,13 @@ def test_seed_example_trains_and_every_metric_reaches_the_polling_endpoint(servi
     statuses = [e["data"]["status"] for e in service.events(job["id"]) if e["kind"] == "status"]
     assert statuses == ["queued", "running", "succeeded"]
     job_dir = Path(service.env["GRPO_DATA_DIR"]) / "jobs" / job["id"]
-    assert (job_dir / "final-model" / "config.json").is_file()
+    assert (job_dir / "attempt-1" / "final-model" / "config.json").is_file()
+    checkpoints = service.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
+    # The trainer saves a checkpoint at the last step; the final model is listed after it.
+    assert [c["name"] for c in checkpoints] == [f"checkpoint-{steps[-1]}", "final"]
+    final_model = checkpoints[-1]
+    assert (final_model["step"], final_model["attempt"]) == (steps[-1], 1)
+    assert final_model["size_bytes"] > 0 and final_model["metrics"] == polled[-1]["metrics"]
     assert "'reward':" in (job_dir / "train.log").read_text()
 
 

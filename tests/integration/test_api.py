@@ -135,3 +135,40 @@ def test_the_api_serves_postgres_as_it_serves_sqlite(
         assert httpx.get(f"{service.url}/readyz").json()["database"] == "ok"
     finally:
         service.stop()
+
+
+def test_idempotency_key_returns_the_first_job_and_refuses_another_spec(api_only: Service) -> None:
+    spec = job_spec("/models/tiny")
+    first = api_only.http.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "retry-1"})
+    again = api_only.http.post("/v1/jobs", json=spec, headers={"Idempotency-Key": "retry-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
+
+    other = dict(spec, name="another job")
+    conflict = api_only.http.post("/v1/jobs", json=other, headers={"Idempotency-Key": "retry-1"})
+    assert conflict.status_code == 409
+    assert "already used for job " + first.json()["id"] in conflict.json()["error"]["message"]
+    fresh = api_only.http.post("/v1/jobs", json=other, headers={"Idempotency-Key": "retry-2"})
+    assert fresh.status_code == 201 and fresh.json()["id"] != first.json()["id"]
+    assert len(stored_jobs(api_only)) == 2
+
+
+def test_a_queued_job_can_be_paused_resumed_and_cancelled(api_only: Service) -> None:
+    job = api_only.submit(job_spec("/models/tiny"))
+    path = f"/v1/jobs/{job['id']}"
+    assert api_only.http.post(f"{path}/resume").status_code == 409  # not paused
+    assert api_only.http.post(f"{path}/pause").json()["status"] == "paused"
+    assert api_only.http.post(f"{path}/pause").status_code == 409
+    assert api_only.http.post(f"{path}/resume").json()["status"] == "queued"
+    assert api_only.http.post(f"{path}/cancel").json()["status"] == "cancelled"
+    refused = api_only.http.post(f"{path}/pause")
+    assert refused.status_code == 409
+    assert (
+        refused.json()["error"]["message"]
+        == f"job {job['id']} is cancelled: only a queued or running job can be paused"
+    )
+    statuses = [e["data"]["status"] for e in api_only.events(job["id"]) if e["kind"] == "status"]
+    assert statuses == ["queued", "paused", "queued", "cancelled"]
+    for action in ("cancel", "pause", "resume"):
+        assert api_only.http.post(f"/v1/jobs/job-nope/{action}").status_code == 404

@@ -13,14 +13,8 @@ from shared import jobs
 from shared.db import Database, SchemaNotReady, current_revision, head_revision, migrate, require_schema
 from shared.jobs import MetricRecord
 from shared.models import Job, JobEvent, MetricPoint, utcnow
-from shared.spec import JobSpec
 from shared.states import JobStatus, claim, transition
-from tests.specs import job_spec
-
-
-def new_job(database: Database) -> str:
-    with database.session() as session:
-        return jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+from tests.store import LEASE_SECONDS, new_job, running_job
 
 
 def test_migrations_build_the_schema_from_empty(database_url: str) -> None:
@@ -56,7 +50,7 @@ def test_only_one_of_two_racing_workers_claims_a_job(database: Database) -> None
     def race(name: str) -> None:
         barrier.wait()
         with database.session() as session:
-            results.append(claim(session, job_id, name))
+            results.append(claim(session, job_id, name, LEASE_SECONDS))
 
     threads = [threading.Thread(target=race, args=(f"worker-{i}",)) for i in range(8)]
     for thread in threads:
@@ -73,9 +67,9 @@ def test_transitions_follow_the_state_machine_and_are_fenced_by_attempt(database
     job_id = new_job(database)
     with database.session() as session:
         assert not transition(session, job_id, JobStatus.SUCCEEDED)  # queued cannot succeed
-        attempt = claim(session, job_id, "w")
+        attempt = claim(session, job_id, "w", LEASE_SECONDS)
         assert attempt == 1
-        assert claim(session, job_id, "other") is None
+        assert claim(session, job_id, "other", LEASE_SECONDS) is None
         assert not transition(session, job_id, JobStatus.SUCCEEDED, attempt=2)  # not this claim's job
         assert transition(session, job_id, JobStatus.SUCCEEDED, attempt=1, summary={"train_loss": 0.5})
         assert not transition(session, job_id, JobStatus.FAILED, attempt=1, error="late")  # over is over
@@ -93,14 +87,19 @@ def test_transitions_follow_the_state_machine_and_are_fenced_by_attempt(database
 
 
 def test_metric_points_are_unique_per_step_and_paged_in_order(database: Database) -> None:
-    job_id = new_job(database)
+    job_id, attempt = running_job(database)
     now = utcnow()
     with database.session() as session:
-        jobs.record_metrics(session, job_id, [MetricRecord(s, s / 10, {"reward": float(s)}, now) for s in (3, 1, 2)])
+        jobs.record_metrics(
+            session, job_id, attempt, [MetricRecord(s, s / 10, {"reward": float(s)}, now) for s in (3, 1, 2)]
+        )
     with database.session() as session:
         # A re-sent step replaces the first one, never duplicates it; NaN becomes null.
         jobs.record_metrics(
-            session, job_id, [MetricRecord(2, 0.2, {"reward": 20.0, "kl": float("nan")}, now + timedelta(seconds=1))]
+            session,
+            job_id,
+            attempt,
+            [MetricRecord(2, 0.2, {"reward": 20.0, "kl": float("nan")}, now + timedelta(seconds=1))],
         )
     with database.reading() as connection:
         first = jobs.read_metrics(connection, job_id, after_step=-1, limit=2)
@@ -135,7 +134,7 @@ def test_jobs_list_newest_first_with_a_cursor(database: Database) -> None:
 def test_status_is_not_set_outside_the_state_machine(database: Database) -> None:
     job_id = new_job(database)
     with database.session() as session, pytest.raises(ValueError, match=r"shared\.states"):
-        jobs.set_job_fields(session, job_id, status="succeeded")
+        jobs.set_job_fields(session, job_id, 1, status="succeeded")
     with database.session() as session:
         assert session.scalar(select(Job.status).where(Job.id == job_id)) == "queued"
 
@@ -145,8 +144,9 @@ def test_the_json_the_database_writes_matches_the_documented_response_models(dat
 
     job_id = new_job(database)
     with database.session() as session:
-        claim(session, job_id, "w")
-        jobs.record_metrics(session, job_id, [MetricRecord(1, 0.5, {"reward": 1.5, "kl": 0.01}, utcnow())])
+        claim(session, job_id, "w", LEASE_SECONDS)
+    with database.session() as session:
+        jobs.record_metrics(session, job_id, 1, [MetricRecord(1, 0.5, {"reward": 1.5, "kl": 0.01}, utcnow())])
         transition(session, job_id, JobStatus.FAILED, error='bad "quotes" and \\ backslash', summary={"x": [1, 2]})
     with database.reading() as connection:
         job = JobOut.model_validate_json(jobs.read_job(connection, job_id) or "")

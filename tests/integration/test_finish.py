@@ -6,19 +6,8 @@ import json
 
 from shared import jobs
 from shared.db import Database
-from shared.spec import JobSpec
-from shared.states import claim
-from tests.specs import job_spec
+from tests.store import running_job
 from worker.execute import _finish, failure
-
-
-def running_job(database: Database) -> tuple[str, int]:
-    with database.session() as session:
-        job_id = jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
-    with database.session() as session:
-        attempt = claim(session, job_id, "test-worker")
-    assert attempt is not None
-    return job_id, attempt
 
 
 def test_a_summary_with_nan_is_stored_with_null(database: Database) -> None:

@@ -9,14 +9,8 @@ import pytest
 
 from shared import jobs
 from shared.db import Database
-from shared.spec import JobSpec
-from tests.specs import job_spec
+from tests.store import running_job
 from worker.metrics import MetricsWriter, MetricsWriterFailed
-
-
-def new_job(database: Database) -> str:
-    with database.session() as session:
-        return jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
 
 
 def stored(database: Database, job_id: str) -> list[tuple[int, float | None, dict]]:  # type: ignore[type-arg]
@@ -27,8 +21,8 @@ def stored(database: Database, job_id: str) -> list[tuple[int, float | None, dic
 
 
 def test_every_logged_step_is_stored_once_after_close(database: Database) -> None:
-    job_id = new_job(database)
-    writer = MetricsWriter(database, job_id, flush_interval=0.05)
+    job_id, attempt = running_job(database)
+    writer = MetricsWriter(database, job_id, attempt, flush_interval=0.05)
     for step in range(1, 501):
         writer.add(step, step / 100, {"reward": float(step), "kl": 0.01})
     writer.close()
@@ -39,8 +33,8 @@ def test_every_logged_step_is_stored_once_after_close(database: Database) -> Non
 
 def test_a_second_log_at_the_same_step_is_merged_into_it(database: Database) -> None:
     # TRL logs eval metrics at the step of the train metrics: one point holds both.
-    job_id = new_job(database)
-    writer = MetricsWriter(database, job_id, flush_interval=0.01)
+    job_id, attempt = running_job(database)
+    writer = MetricsWriter(database, job_id, attempt, flush_interval=0.01)
     writer.add(5, 0.5, {"reward": 1.0})
     time.sleep(0.2)  # the first log is written before the second arrives
     writer.add(5, None, {"eval_reward": 2.0})
@@ -49,8 +43,8 @@ def test_a_second_log_at_the_same_step_is_merged_into_it(database: Database) -> 
 
 
 def test_points_become_visible_while_training_runs(database: Database) -> None:
-    job_id = new_job(database)
-    writer = MetricsWriter(database, job_id, flush_interval=0.05)
+    job_id, attempt = running_job(database)
+    writer = MetricsWriter(database, job_id, attempt, flush_interval=0.05)
     writer.add(1, 0.1, {"reward": 1.0})
     deadline = time.monotonic() + 5
     while not stored(database, job_id):
@@ -61,7 +55,7 @@ def test_points_become_visible_while_training_runs(database: Database) -> None:
 
 def test_a_database_that_keeps_failing_stops_training_with_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     broken = Database(f"sqlite:///{tmp_path / 'no-schema.sqlite'}")  # no tables: every write fails
-    writer = MetricsWriter(broken, "job-x", flush_interval=0.01, retry_for=0.3)
+    writer = MetricsWriter(broken, "job-x", 1, flush_interval=0.01, retry_for=0.3)
     writer.add(1, 0.1, {"reward": 1.0})
     with pytest.raises(MetricsWriterFailed, match="could not store metrics"):
         writer.close()
@@ -73,8 +67,8 @@ def test_a_database_that_keeps_failing_stops_training_with_a_clear_error(tmp_pat
 def test_a_batch_larger_than_one_statement_can_carry_is_stored(database: Database) -> None:
     # 60,000 steps gathered into one flush: 300,000 values, beyond what one statement may bind (Postgres 65,535;
     # this SQLite 250,000, SQLite's own default build 32,766).
-    job_id = new_job(database)
-    writer = MetricsWriter(database, job_id, flush_interval=60)
+    job_id, attempt = running_job(database)
+    writer = MetricsWriter(database, job_id, attempt, flush_interval=60)
     for step in range(1, 60_001):
         writer.add(step, None, {"reward": 1.0})
     writer.close()

@@ -1,0 +1,147 @@
+"""What users do to jobs: submit (idempotently), cancel, pause and resume; and sending a job to the workers.
+
+Status changes themselves are `shared.states`' conditional UPDATEs; this module decides which one a user's
+request means, and refuses, with a reason, the requests a job's status does not allow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+
+from shared import jobs
+from shared.db import Database
+from shared.models import Job
+from shared.queue import send_run_job
+from shared.settings import Settings
+from shared.spec import JobSpec
+from shared.states import TERMINAL, JobStatus, request_action, transition
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The job was stored but its message could not be sent; the job is marked failed."""
+
+
+class IdempotencyConflict(RuntimeError):
+    """An Idempotency-Key already used for a different request."""
+
+
+class ActionRefused(RuntimeError):
+    """The job's status does not allow what was asked (cancel a finished job, resume a running one, ...)."""
+
+
+def dispatch(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
+    """Send "run job X" to the workers and note when (raises when the broker cannot be reached)."""
+    send_run_job(celery_app, settings, job_id)
+    with database.session() as session:
+        jobs.mark_dispatched(session, job_id)
+
+
+def _replay(job: Job, spec: JobSpec) -> Job:
+    if job.request_fingerprint != jobs.spec_fingerprint(spec):
+        raise IdempotencyConflict(
+            f"the Idempotency-Key was already used for job {job.id} with a different spec: use a new key for a "
+            "new job, or send the same spec to get that job back"
+        )
+    return job
+
+
+def submit_job(
+    database: Database, celery_app: Celery, settings: Settings, spec: JobSpec, idempotency_key: str | None = None
+) -> tuple[Job, bool]:
+    """Store a validated spec as a queued job and send it to the workers; returns (job, replayed).
+
+    With an Idempotency-Key, the same key and spec return the job first submitted with them (replayed=True);
+    the same key with another spec raises IdempotencyConflict. The row is committed before the message is sent, so
+    a worker that receives the message always finds the job. When the broker cannot be reached the job is marked
+    failed (with the reason) and BrokerUnavailable is raised.
+    """
+    if idempotency_key is not None:
+        with database.session() as session:
+            existing = jobs.job_by_idempotency_key(session, idempotency_key)
+        if existing is not None:
+            return _replay(existing, spec), True
+    try:
+        with database.session() as session:
+            job = jobs.create_job(session, spec, idempotency_key)
+    except IntegrityError:
+        # A concurrent request with the same key stored its job first.
+        with database.session() as session:
+            existing = jobs.job_by_idempotency_key(session, idempotency_key or "")
+        if existing is None:
+            raise
+        return _replay(existing, spec), True
+    try:
+        dispatch(database, celery_app, settings, job.id)
+    except Exception as error:
+        log.exception("could not send job %s to the broker", job.id)
+        message = f"could not send the job to the broker ({type(error).__name__}: {error}); submit it again"
+        with database.session() as session:
+            transition(session, job.id, JobStatus.FAILED, error=message, message=message)
+        raise BrokerUnavailable(message) from error
+    return job, False
+
+
+def _current(database: Database, job_id: str) -> Job:
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+    if job is None:
+        raise LookupError(job_id)
+    return job
+
+
+def cancel_job(database: Database, job_id: str) -> None:
+    """Cancel a job that has not ended; a running one's worker ends its training process within a heartbeat."""
+    job = _current(database, job_id)
+    if job.status in TERMINAL:
+        raise ActionRefused(f"job {job_id} is already {job.status}: there is nothing to cancel")
+    note = "; its worker stops the training process" if job.status == JobStatus.RUNNING else ""
+    with database.session() as session:
+        if transition(session, job_id, JobStatus.CANCELLED, message=f"job cancelled by a user{note}"):
+            return
+    raise ActionRefused(f"job {job_id} ended before it could be cancelled: it is {_current(database, job_id).status}")
+
+
+def pause_job(database: Database, job_id: str) -> None:
+    """Pause a job: a queued one at once; a running one after its worker saves a checkpoint and lets it go."""
+    job = _current(database, job_id)
+    with database.session() as session:
+        if job.status == JobStatus.QUEUED and transition(
+            session,
+            job_id,
+            JobStatus.PAUSED,
+            only_from=frozenset({JobStatus.QUEUED}),
+            message="job paused before it started",
+        ):
+            return
+        if job.status == JobStatus.RUNNING and request_action(session, job_id, "pause"):
+            return
+    job = _current(database, job_id)
+    raise ActionRefused(f"job {job_id} is {job.status}: only a queued or running job can be paused")
+
+
+def resume_job(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
+    """Queue a paused job again; a worker continues it from its latest checkpoint."""
+    with database.session() as session:
+        moved = transition(
+            session,
+            job_id,
+            JobStatus.QUEUED,
+            only_from=frozenset({JobStatus.PAUSED}),
+            message="job resumed by a user: queued to continue from its latest checkpoint",
+        )
+    if not moved:
+        job = _current(database, job_id)
+        raise ActionRefused(f"job {job_id} is {job.status}: only a paused job can be resumed")
+    try:
+        dispatch(database, celery_app, settings, job_id)
+    except Exception as error:
+        # The job stays queued; a worker's sweep sends it again once the broker is back.
+        raise BrokerUnavailable(
+            f"the job is queued but its message could not be sent ({error}); "
+            "a worker will pick it up when the broker is back"
+        ) from error

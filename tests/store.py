@@ -1,0 +1,26 @@
+"""Jobs put straight into a test's database (no API), queued or claimed."""
+
+from __future__ import annotations
+
+from shared import jobs
+from shared.db import Database
+from shared.spec import JobSpec
+from shared.states import claim
+from tests.specs import job_spec
+
+LEASE_SECONDS = 60.0
+
+
+def new_job(database: Database) -> str:
+    """A queued job; returns its id."""
+    with database.session() as session:
+        return jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+
+
+def running_job(database: Database, worker: str = "test-worker") -> tuple[str, int]:
+    """A job claimed by `worker`; returns its id and the claim's attempt."""
+    job_id = new_job(database)
+    with database.session() as session:
+        attempt = claim(session, job_id, worker, LEASE_SECONDS)
+    assert attempt is not None
+    return job_id, attempt

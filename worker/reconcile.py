@@ -1,0 +1,100 @@
+"""The sweep every worker runs in the background: the database is the truth, broker messages only nudge.
+
+- A running job whose lease expired lost its worker (killed, crashed, partitioned): it is requeued to resume from
+  its latest checkpoint, or failed once it has lost `max_attempts` workers.
+- A queued job whose message an idle worker never received lost its message (Redis restarted without
+  persistence, FLUSHALL, a worker killed holding it): it is sent again. Only an idle worker resends, because an
+  idle worker would have received a message still in the queue; a duplicate is harmless anyway (claims decide).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from shared import jobs
+from shared.lifecycle import dispatch
+from shared.models import utcnow
+from shared.states import JobStatus, expired_leases, transition
+from worker.execute import WorkerContext
+
+log = logging.getLogger(__name__)
+
+# How long a worker must have been idle before it takes a queued job's silence for a lost message.
+IDLE_GRACE_SECONDS = 2.0
+
+
+def requeue_expired(context: WorkerContext) -> None:
+    """Requeue (or fail, past max_attempts) the running jobs whose worker stopped renewing its lease."""
+    with context.database.session() as session:
+        expired = expired_leases(session)
+    for job_id, attempt, worker, lost in expired:
+        lost += 1
+        with context.database.session() as session:
+            if lost >= context.settings.max_attempts:
+                error = (
+                    f"gave up after losing its worker {lost} times "
+                    f"(GRPO_MAX_ATTEMPTS={context.settings.max_attempts}): attempt {attempt} on {worker} "
+                    "stopped renewing its lease"
+                )
+                transition(
+                    session,
+                    job_id,
+                    JobStatus.FAILED,
+                    attempt=attempt,
+                    error=error,
+                    lost_attempts=lost,
+                    message=f"job failed: {error}",
+                )
+                continue
+            moved = transition(
+                session,
+                job_id,
+                JobStatus.QUEUED,
+                attempt=attempt,
+                lost_attempts=lost,
+                message=f"the lease of attempt {attempt} on {worker} expired (worker lost): requeued to resume from "
+                "its latest checkpoint",
+                event_data={"attempt": attempt, "worker": worker, "lost_attempts": lost},
+            )
+        if moved:
+            dispatch(context.database, context.celery, context.settings, job_id)
+
+
+def resend_lost_messages(context: WorkerContext) -> None:
+    """From an idle worker: send again the queued jobs whose message it should have received long ago."""
+    idle_since = context.idle_since
+    if idle_since is None or time.monotonic() - idle_since < IDLE_GRACE_SECONDS:
+        return
+    with context.database.session() as session:
+        lost = jobs.undispatched_jobs(session, utcnow() - timedelta(seconds=context.settings.resend_after_seconds))
+    for job_id in lost:
+        log.info("job %s: queued but never received; sending its message again", job_id)
+        dispatch(context.database, context.celery, context.settings, job_id)
+        with context.database.session() as session:
+            jobs.add_event(session, job_id, "info", "message sent again: the broker had lost it")
+
+
+def sweep(context: WorkerContext) -> None:
+    """One pass of both checks."""
+    requeue_expired(context)
+    resend_lost_messages(context)
+
+
+class Reconciler(threading.Thread):
+    """Runs `sweep` now and every `sweep_seconds` until the worker stops."""
+
+    def __init__(self, context: WorkerContext) -> None:
+        super().__init__(name="reconciler", daemon=True)
+        self.context = context
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                sweep(self.context)
+            except Exception:
+                log.exception("reconciliation sweep failed; trying again in %s s", self.context.settings.sweep_seconds)
+            self.done.wait(self.context.settings.sweep_seconds)
