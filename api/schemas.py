@@ -26,6 +26,10 @@ class JobOut(BaseModel):
     latest_step: int | None
     requested_action: str | None = Field(description="`pause` while a running job's worker is pausing it.")
     lost_attempts: int = Field(description="Claims that ended with their worker lost (crash, kill).")
+    resumed_from_step: int | None = Field(
+        description="The checkpoint step the latest resume continued from; the steps after it were logged again. "
+        "A client polling metrics that sees `attempt` change should continue from after this step."
+    )
     heartbeat_at: datetime | None = Field(description="When the worker last renewed its claim on the job.")
     latest_metrics: dict[str, Any] | None = Field(description="Everything TRL logged at the latest step.")
     summary: dict[str, Any] | None = Field(description="TRL's end-of-training log: train_runtime, train_loss, ...")

@@ -72,15 +72,25 @@ class Client:
     def follow(
         self, job_id: str, interval: float = 0.5, on_status: Callable[[dict[str, Any]], None] | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Yield each metric point of the job once, in step order, until the job has ended and all are read."""
+        """Yield each metric point of the job, in step order, until the job has ended and all are read.
+
+        After a resume (a new `attempt`), the steps past the checkpoint it resumed from are logged again: they are
+        read again, from `resumed_from_step`.
+        """
         after_step = -1
         status = None
+        attempt = None
         while True:
             job = self.job(job_id)
             if job["status"] != status:
                 status = job["status"]
                 if on_status:
                     on_status(job)
+            if job["attempt"] != attempt:
+                attempt = job["attempt"]
+                resumed_from = job.get("resumed_from_step")
+                if resumed_from is not None and resumed_from < after_step:
+                    after_step = resumed_from
             while True:
                 page = self.metrics(job_id, after_step)
                 for point in page["data"]:

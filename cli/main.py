@@ -112,7 +112,8 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
     try:
         _serve(settings, host, port)
     finally:
-        _stop(worker)
+        # Time for a running job to save a checkpoint and be handed back (resumed on the next `grpo up`).
+        _stop(worker, grace=settings.stop_grace_seconds + 15)
 
 
 @app.command()

@@ -82,6 +82,8 @@ def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = No
         created_at=utcnow(),
         attempt=0,
         lost_attempts=0,
+        # The API sends its message right after the commit; the sweep counts from here.
+        dispatched_at=utcnow(),
         idempotency_key=idempotency_key,
         request_fingerprint=spec_fingerprint(spec) if idempotency_key else None,
     )
@@ -150,6 +152,7 @@ def _job_item(dialect: str) -> ColumnElement[str]:
             "latest_step": Job.latest_step,
             "requested_action": Job.requested_action,
             "lost_attempts": Job.lost_attempts,
+            "resumed_from_step": Job.resumed_from_step,
             "heartbeat_at": utc_time(dialect, Job.heartbeat_at),
             "latest_metrics": embedded_json(dialect, Job.latest_metrics),
             "summary": embedded_json(dialect, Job.summary),
@@ -303,7 +306,8 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return value.replace("\x00", "")
+        # NUL and lone surrogates (from undecodable file names, say) cannot be stored as text.
+        return value.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, dict):
         return {json_safe(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -350,8 +354,21 @@ def record_metrics(session: Session, job_id: str, attempt: int, records: list[Me
 
 
 def discard_metrics_after(session: Session, job_id: str, attempt: int, step: int) -> int:
-    """Delete the points past `step` (a resumed run logs them again); fenced like record_metrics."""
-    _fence(session, job_id, attempt)
+    """Delete the points past `step` (a resumed run logs them again) and note the rewind on the job; fenced."""
+    latest = session.execute(
+        select(MetricPoint.step, MetricPoint.metrics)
+        .where(MetricPoint.job_id == job_id, MetricPoint.step <= step)
+        .order_by(MetricPoint.step.desc())
+        .limit(1)
+    ).first()
+    _fence(
+        session,
+        job_id,
+        attempt,
+        resumed_from_step=step,
+        latest_step=latest.step if latest else None,
+        latest_metrics=latest.metrics if latest else None,
+    )
     result = session.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step))
     return int(getattr(result, "rowcount", 0) or 0)
 
@@ -380,13 +397,14 @@ def forget_checkpoints(session: Session, job_id: str, attempt: int, names: list[
         session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.name.in_(names)))
 
 
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
-    """The newest training checkpoint of a job (not its final model), to resume from."""
-    return session.scalar(
-        select(Checkpoint)
-        .where(Checkpoint.job_id == job_id, Checkpoint.name != FINAL_MODEL)
-        .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
-        .limit(1)
+def training_checkpoints(session: Session, job_id: str) -> list[Checkpoint]:
+    """A job's training checkpoints (not its final model), newest first: where a resume may continue from."""
+    return list(
+        session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job_id, Checkpoint.name != FINAL_MODEL)
+            .order_by(Checkpoint.step.desc(), Checkpoint.created_at.desc())
+        )
     )
 
 

@@ -1,14 +1,18 @@
-"""JSON written by the database itself, with the same result on PostgreSQL and SQLite.
+"""JSON written by the database itself, with the same meaning on PostgreSQL and SQLite.
 
 The read endpoints are the service's hot path: building each row's JSON in SQL leaves the API process only the
 joining of strings, where parsing every stored step and serialising it again cost most of a request.
+
+The two databases write the same values, not the same bytes: Postgres puts spaces around `:` and orders the keys of
+JSONB values its own way, writes a float as large as 1e300 in full digits and 1e-7 as 0.0000001; SQLite writes a
+REAL column (`epoch`) with 15 significant digits. Parsed, both give the same objects (to 15 digits).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, func, literal_column
+from sqlalchemy import ColumnElement, String, case, func, literal_column
 
 
 def json_object(dialect: str, fields: dict[str, Any]) -> ColumnElement[str]:
@@ -22,8 +26,14 @@ def json_object(dialect: str, fields: dict[str, Any]) -> ColumnElement[str]:
 
 
 def embedded_json(dialect: str, column: Any) -> Any:
-    """A JSON column nested as JSON (SQLite keeps JSON as text, which json_object would quote as a string)."""
-    return column if dialect == "postgresql" else func.json(column)
+    """A JSON column nested as JSON (SQLite keeps JSON as text, which json_object would quote as a string).
+
+    On SQLite, text that is not valid JSON reads as null instead of failing the whole page (the service only stores
+    valid JSON; this keeps one damaged row from hiding its neighbours).
+    """
+    if dialect == "postgresql":
+        return column
+    return case((func.json_valid(column) == 1, func.json(column)), else_=None)
 
 
 def utc_time(dialect: str, column: Any) -> ColumnElement[Any]:

@@ -81,7 +81,8 @@ def submit_job(
         log.exception("could not send job %s to the broker", job.id)
         message = f"could not send the job to the broker ({type(error).__name__}: {error}); submit it again"
         with database.session() as session:
-            transition(session, job.id, JobStatus.FAILED, error=message, message=message)
+            # The key is released: a retry with it must make a new job, not replay this failure.
+            transition(session, job.id, JobStatus.FAILED, error=message, message=message, idempotency_key=None)
         raise BrokerUnavailable(message) from error
     return job, False
 
@@ -108,9 +109,10 @@ def cancel_job(database: Database, job_id: str) -> None:
 
 def pause_job(database: Database, job_id: str) -> None:
     """Pause a job: a queued one at once; a running one after its worker saves a checkpoint and lets it go."""
-    job = _current(database, job_id)
+    _current(database, job_id)
+    # Both tried, whatever the status was a moment ago: the job may be claimed in between.
     with database.session() as session:
-        if job.status == JobStatus.QUEUED and transition(
+        if transition(
             session,
             job_id,
             JobStatus.PAUSED,
@@ -118,7 +120,7 @@ def pause_job(database: Database, job_id: str) -> None:
             message="job paused before it started",
         ):
             return
-        if job.status == JobStatus.RUNNING and request_action(session, job_id, "pause"):
+        if request_action(session, job_id, "pause"):
             return
     job = _current(database, job_id)
     raise ActionRefused(f"job {job_id} is {job.status}: only a queued or running job can be paused")

@@ -77,6 +77,9 @@ class Job(Base):
     requested_action: Mapped[str | None] = mapped_column(String(20))
     # How many claims ended with their worker lost (crash, kill, machine gone): bounded by GRPO_MAX_ATTEMPTS.
     lost_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The step the latest resume continued from: points past it were logged again (a polling client that sees
+    # `attempt` change rewinds its cursor here).
+    resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Job, JobEvent, utcnow
@@ -55,6 +55,7 @@ def transition(
     *,
     attempt: int | None = None,
     only_from: frozenset[JobStatus] | None = None,
+    lease_expired_before: datetime | None = None,
     message: str | None = None,
     event_data: dict[str, Any] | None = None,
     **values: Any,
@@ -63,6 +64,8 @@ def transition(
 
     `attempt`, when given, fences the write: only the claim that holds that attempt number may move the job.
     `only_from` narrows the statuses the move may start from (a user resumes only a paused job, say).
+    `lease_expired_before` moves the job only if its lease (still) ended before that time: the sweep must not take a
+    job from a worker that renewed its lease after the sweep listed it.
     `values` are other columns to set in the same UPDATE. A move is recorded as an event.
     """
     if to in TERMINAL:
@@ -75,6 +78,8 @@ def transition(
     statement = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in sources]))
     if attempt is not None:
         statement = statement.where(Job.attempt == attempt)
+    if lease_expired_before is not None:
+        statement = statement.where(or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < lease_expired_before))
     if session.execute(statement.values(status=to.value, **values).returning(Job.id)).first() is None:
         return False
     _record(session, job_id, to, message or f"job {to.value}", event_data)
@@ -149,11 +154,23 @@ def request_action(session: Session, job_id: str, action: str) -> bool:
     return True
 
 
-def expired_leases(session: Session, now: datetime | None = None) -> list[tuple[str, int, str | None, int]]:
-    """Running jobs whose worker stopped renewing its lease: (id, attempt, worker, lost_attempts)."""
+@dataclass
+class ExpiredLease:
+    """A running job whose worker stopped renewing its claim."""
+
+    job_id: str
+    attempt: int
+    worker: str | None
+    lost_attempts: int
+    requested_action: str | None
+
+
+def expired_leases(session: Session, now: datetime) -> list[ExpiredLease]:
+    """Running jobs whose lease ended before `now` (or that never had one: rows older than leases)."""
     rows = session.execute(
-        select(Job.id, Job.attempt, Job.worker, Job.lost_attempts).where(
-            Job.status == JobStatus.RUNNING.value, Job.lease_expires_at < (now or utcnow())
+        select(Job.id, Job.attempt, Job.worker, Job.lost_attempts, Job.requested_action).where(
+            Job.status == JobStatus.RUNNING.value,
+            or_(Job.lease_expires_at.is_(None), Job.lease_expires_at < now),
         )
     )
-    return [(row.id, row.attempt, row.worker, row.lost_attempts) for row in rows]
+    return [ExpiredLease(row.id, row.attempt, row.worker, row.lost_attempts, row.requested_action) for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,44 +20,74 @@ def directory_size(path: Path) -> int:
 
 
 class ControlCallback(TrainerCallback):
-    """Reports each finished step to the worker, and on its request saves a checkpoint and stops."""
+    """Tells the worker the run is alive (each step, evaluation batch and save), and on its request makes the trainer
+    save a checkpoint at the end of the current step and stop; `stopped_at` is that step."""
 
     def __init__(self, link: WorkerLink) -> None:
         self.link = link
+        self.stopped_at: int | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.link.progress(state.global_step)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         self.link.progress(state.global_step)
-        if self.link.stop_requested.is_set():
+        if self.link.stop_requested.is_set() and self.stopped_at is None:
             control.should_save = True
             control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+    def on_prediction_step(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.link.progress(state.global_step)  # evaluating is progress too
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.link.progress(state.global_step)
 
 
 class CheckpointCallback(TrainerCallback):
-    """Registers every checkpoint the trainer saves (and forgets the ones it rotates out) for this claim."""
+    """Registers every checkpoint the trainer saves for this claim, then rotates this claim's old ones.
 
-    def __init__(self, database: Database, job_id: str, attempt: int) -> None:
+    The service rotates (`args.save_total_limit`), not the trainer: the trainer would delete old checkpoints before
+    telling anyone, and a claim that lost its lease could delete the checkpoint the next claim resumes from. Here a
+    claim deletes files only after the database has confirmed it still owns the job.
+    """
+
+    def __init__(self, database: Database, job_id: str, attempt: int, keep: int | None) -> None:
         self.database = database
         self.job_id = job_id
         self.attempt = attempt
-        self.saved: dict[str, Path] = {}
+        self.keep = keep
+        self.saved: list[tuple[int, Path]] = []
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
         path = Path(str(args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        name = path.name
-        self.saved[name] = path
-        gone = [other for other, other_path in self.saved.items() if not other_path.exists()]
-        for other in gone:
-            del self.saved[other]
+        self.register(state.global_step, path)
+
+    def register(self, step: int, path: Path) -> None:
+        """Record a checkpoint this claim saved (fenced), then delete its checkpoints beyond `keep`."""
+        self.saved = [(s, p) for s, p in self.saved if s != step] + [(step, path)]
+        retired = self.saved[: -self.keep] if self.keep else []
         with self.database.session() as session:
             jobs.record_checkpoint(
                 session,
                 self.job_id,
                 self.attempt,
-                name=name,
-                step=state.global_step,
+                name=path.name,
+                step=step,
                 path=str(path),
                 size_bytes=directory_size(path),
             )
-            jobs.forget_checkpoints(session, self.job_id, self.attempt, gone)
+            jobs.forget_checkpoints(session, self.job_id, self.attempt, [p.name for _, p in retired])
+        for _, old in retired:
+            shutil.rmtree(old, ignore_errors=True)
+        self.saved = self.saved[len(retired) :]
+
+    def saved_at(self, step: int) -> bool:
+        """Whether this claim saved a checkpoint at `step`."""
+        return any(s == step for s, _ in self.saved)

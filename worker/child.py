@@ -80,3 +80,8 @@ def child_main(settings: Settings, job_id: str, attempt: int, connection: Connec
     finally:
         database.dispose()
     link.send({"type": "outcome", **dataclasses.asdict(outcome)})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave now: threads a reward function or a library left behind must not hold the exit (and the worker's
+    # claim) for as long as they run.
+    os._exit(0)

@@ -5,7 +5,8 @@ While the child trains, the worker renews the lease every heartbeat. A renewal t
 longer this claim's (cancelled, or taken over after the lease expired): the child is ended at once and nothing
 more is written. A pause request, or the worker being asked to stop (SIGTERM), makes the child save a checkpoint
 and stop; the job is then paused, or handed back to the queue for another worker to resume. A child that finishes
-no step for `stall_seconds` is ended and the job failed, saying where it was stuck.
+no step, evaluation batch or save for `stall_seconds` once training began is ended and the job failed, saying
+where it was stuck.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from shared import jobs
 from shared.db import Database
 from shared.lifecycle import dispatch
+from shared.models import Job
 from shared.settings import Settings
 from shared.states import JobStatus, claim, renew_lease, transition
 from worker.training_process import TrainingProcess
@@ -116,7 +119,7 @@ def _supervise(context: WorkerContext, job_id: str, attempt: int, process: Train
             why = f"no checkpoint within {settings.stop_grace_seconds:g} s of the request"
             _stop(context, job_id, attempt, stop_reason, step=None, why=why)
             return
-        if now - process.last_progress > settings.stall_seconds:
+        if process.last_progress is not None and now - process.last_progress > settings.stall_seconds:
             where = process.where_stuck()
             process.kill()
             _finish(
@@ -144,9 +147,8 @@ def _renew(context: WorkerContext, job_id: str, attempt: int) -> Any:
 
 
 def _stall_message(seconds: float, last_step: int | None, where: list[str]) -> str:
-    at = f"after step {last_step}" if last_step is not None else "before its first step"
     stuck = f"; stuck in {' <- '.join(where)}" if where else ""
-    return f"stalled: no training step finished for {seconds:g} s ({at}){stuck}"
+    return f"stalled: no training progress for {seconds:g} s (at step {last_step}){stuck}"
 
 
 def _note_lost(database: Database, job_id: str, attempt: int, status: str | None) -> None:
@@ -163,6 +165,9 @@ def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: 
     """The child stopped on request: pause the job, or hand it back to the queue for another worker."""
     where = f"at step {step} ({why})" if step is not None else f"({why}; it continues from its latest checkpoint)"
     with context.database.session() as session:
+        # A pause asked for while the worker was stopping wins: the job waits for its user, not for a worker.
+        if reason == "handoff" and session.scalar(select(Job.requested_action).where(Job.id == job_id)) == "pause":
+            reason = "pause"
         if reason == "pause":
             moved = transition(
                 session,

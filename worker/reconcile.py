@@ -27,40 +27,49 @@ IDLE_GRACE_SECONDS = 2.0
 
 
 def requeue_expired(context: WorkerContext) -> None:
-    """Requeue (or fail, past max_attempts) the running jobs whose worker stopped renewing its lease."""
+    """Requeue (or fail, past max_attempts) the running jobs whose worker stopped renewing its lease.
+
+    A job whose user asked for a pause is paused instead: it resumes from its latest checkpoint when asked.
+    """
+    now = utcnow()
     with context.database.session() as session:
-        expired = expired_leases(session)
-    for job_id, attempt, worker, lost in expired:
-        lost += 1
+        expired = expired_leases(session, now)
+    for lease in expired:
+        lost = lease.lost_attempts + 1
+        lost_worker = f"attempt {lease.attempt} on {lease.worker} stopped renewing its lease"
         with context.database.session() as session:
+            # Each move also requires the lease to be expired still: a slow worker that renewed it keeps its job.
             if lost >= context.settings.max_attempts:
                 error = (
                     f"gave up after losing its worker {lost} times "
-                    f"(GRPO_MAX_ATTEMPTS={context.settings.max_attempts}): attempt {attempt} on {worker} "
-                    "stopped renewing its lease"
+                    f"(GRPO_MAX_ATTEMPTS={context.settings.max_attempts}): {lost_worker}"
                 )
                 transition(
                     session,
-                    job_id,
+                    lease.job_id,
                     JobStatus.FAILED,
-                    attempt=attempt,
+                    attempt=lease.attempt,
+                    lease_expired_before=now,
                     error=error,
                     lost_attempts=lost,
                     message=f"job failed: {error}",
                 )
                 continue
+            target = JobStatus.PAUSED if lease.requested_action == "pause" else JobStatus.QUEUED
+            after = "paused, as requested" if target == JobStatus.PAUSED else "requeued"
             moved = transition(
                 session,
-                job_id,
-                JobStatus.QUEUED,
-                attempt=attempt,
+                lease.job_id,
+                target,
+                attempt=lease.attempt,
+                lease_expired_before=now,
                 lost_attempts=lost,
-                message=f"the lease of attempt {attempt} on {worker} expired (worker lost): requeued to resume from "
-                "its latest checkpoint",
-                event_data={"attempt": attempt, "worker": worker, "lost_attempts": lost},
+                message=f"the lease of attempt {lease.attempt} on {lease.worker} expired (worker lost): {after}, "
+                "to resume from its latest checkpoint",
+                event_data={"attempt": lease.attempt, "worker": lease.worker, "lost_attempts": lost},
             )
-        if moved:
-            dispatch(context.database, context.celery, context.settings, job_id)
+        if moved and target == JobStatus.QUEUED:
+            dispatch(context.database, context.celery, context.settings, lease.job_id)
 
 
 def resend_lost_messages(context: WorkerContext) -> None:

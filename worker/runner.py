@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
 from shared import jobs
@@ -92,21 +93,26 @@ def train(settings: Settings, database: Database, job_id: str, attempt: int, lin
 
 
 def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
-    """The latest checkpoint an earlier attempt saved, with the metrics past it discarded (they are logged again)."""
+    """The newest checkpoint an earlier attempt saved that is still on disk, with the metrics past it discarded
+    (the resumed run logs them again). A later attempt with no checkpoint to use starts over."""
+    if attempt == 1:
+        return None
     with database.session() as session:
-        checkpoint = jobs.latest_checkpoint(session, job_id)
-        if checkpoint is None or not Path(checkpoint.path).is_dir():
-            return None
-        discarded = jobs.discard_metrics_after(session, job_id, attempt, checkpoint.step)
+        checkpoint = next((c for c in jobs.training_checkpoints(session, job_id) if Path(c.path).is_dir()), None)
+        step = checkpoint.step if checkpoint else 0
+        discarded = jobs.discard_metrics_after(session, job_id, attempt, step)
+        where = (
+            f"{checkpoint.name} (saved by attempt {checkpoint.attempt})" if checkpoint else "the start (no checkpoint)"
+        )
         jobs.add_event(
             session,
             job_id,
             "info",
-            f"attempt {attempt} resumes from {checkpoint.name} (saved by attempt {checkpoint.attempt}); "
-            f"{discarded} metric point(s) past step {checkpoint.step} will be logged again",
-            {"checkpoint": checkpoint.name, "step": checkpoint.step, "attempt": attempt},
+            f"attempt {attempt} resumes from {where}; {discarded} metric point(s) past step {step} will be "
+            "logged again",
+            {"checkpoint": checkpoint.name if checkpoint else None, "step": step, "attempt": attempt},
         )
-        return checkpoint.path
+        return checkpoint.path if checkpoint else None
 
 
 def _train(settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink) -> Outcome:
@@ -137,8 +143,11 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
 
     writer = MetricsWriter(database, job_id, attempt, settings.effective_metrics_flush_interval)
     metrics = MetricsCallback(writer, database, job_id, attempt)
+    control = ControlCallback(link)
+    # The service rotates checkpoints itself, after the database confirms the claim (see CheckpointCallback).
+    checkpoints = CheckpointCallback(database, job_id, attempt, keep=config.save_total_limit)
+    config.save_total_limit = None
     failure: TrainingFailed | None = None
-    stopped_at: int | None = None
     stage = f"loading model {spec.model!r}"
     try:
         trainer = GRPOTrainer(
@@ -147,12 +156,14 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
             args=config,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
-            callbacks=[metrics, ControlCallback(link), CheckpointCallback(database, job_id, attempt)],
+            callbacks=[metrics, control, checkpoints],
         )
         stage = "training"
         trainer.train(resume_from_checkpoint=resume_from)
-        if link.stop_requested.is_set():
-            stopped_at = trainer.state.global_step
+        # A stop request honoured at a step end (one that came after the last step changes nothing).
+        if control.stopped_at is not None:
+            stage = "saving the checkpoint to stop at"
+            _ensure_checkpoint(trainer, checkpoints, control.stopped_at)
         else:
             stage = "saving the final model"
             _save_final_model(trainer, database, job_id, attempt, attempt_dir / "final-model")
@@ -167,9 +178,18 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
             raise _stage_error("storing metrics", error) from error
     if failure is not None:
         raise failure
-    if stopped_at is not None:
-        return Outcome(False, stopped_at_step=stopped_at)
+    if control.stopped_at is not None:
+        return Outcome(False, stopped_at_step=control.stopped_at)
     return Outcome(True, summary=metrics.summary)
+
+
+def _ensure_checkpoint(trainer: GRPOTrainer, checkpoints: CheckpointCallback, step: int) -> None:
+    """Make sure the step the run stopped at has a checkpoint (with save_strategy 'best', the trainer may have
+    skipped it)."""
+    if checkpoints.saved_at(step):
+        return
+    trainer._save_checkpoint(trainer.model, trial=None)  # the trainer's own full checkpoint (optimizer, RNG, ...)
+    checkpoints.register(step, Path(str(trainer.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{step}")
 
 
 def _save_final_model(trainer: GRPOTrainer, database: Database, job_id: str, attempt: int, path: Path) -> None:

@@ -84,7 +84,9 @@ class TrainingProcess:
         child_end.close()
         self._outcome: dict[str, Any] | None = None
         self.last_step: int | None = None
-        self.last_progress = time.monotonic()
+        # When the run last showed life (a step, an evaluation batch, a save); None while it loads (downloads,
+        # model loading), which the stall watchdog leaves alone.
+        self.last_progress: float | None = None
 
     @property
     def pid(self) -> int | None:
@@ -110,7 +112,7 @@ class TrainingProcess:
             elif message.get("type") == "outcome":
                 self._outcome = {k: v for k, v in message.items() if k != "type"}
         if self._outcome is not None:
-            self._process.join(timeout=30)
+            self._process.join(timeout=5)  # the child leaves right after its outcome (os._exit)
             connection.close()
         return self._outcome
 

@@ -204,9 +204,7 @@ def test_a_reward_that_never_returns_trips_the_stall_watchdog(tmp_path: Path, ti
         stuck = service.submit(job_spec(tiny_model, reward_funcs=[forever]))
         final = service.wait_finished(stuck["id"], timeout=60)
         assert final["status"] == "failed"
-        assert final["error"].startswith(
-            "stalled: no training step finished for 4 s (before its first step); stuck in "
-        )
+        assert final["error"].startswith("stalled: no training progress for 4 s (at step 0); stuck in ")
         assert "forever (<reward_funcs[0]>:4)" in final["error"]
         # The worker lives on.
         assert service.wait_finished(service.submit(job_spec(tiny_model))["id"])["status"] == "succeeded"
@@ -232,3 +230,13 @@ def test_checkpoints_and_the_final_model_download_as_tar_archives(embedded_servi
         assert f"{folder}/{expected}" in names and f"{folder}/config.json" in names
     assert service.http.get(f"/v1/jobs/{job['id']}/checkpoints/99/download").status_code == 404
     assert service.http.get("/v1/jobs/job-nope/checkpoints").status_code == 404
+
+
+def test_the_service_keeps_only_save_total_limit_checkpoints(embedded_service: Service, tiny_model: Path) -> None:
+    spec = job_spec(tiny_model)
+    spec["args"].update(save_steps=2, save_total_limit=1)
+    job = embedded_service.wait_finished(embedded_service.submit(spec)["id"])
+    listed = embedded_service.http.get(f"/v1/jobs/{job['id']}/checkpoints").json()["data"]
+    assert [c["name"] for c in listed] == ["checkpoint-8", "final"]
+    attempt_dir = Path(embedded_service.env["GRPO_DATA_DIR"]) / "jobs" / job["id"] / "attempt-1"
+    assert [p.name for p in attempt_dir.glob("checkpoint-*")] == ["checkpoint-8"]

@@ -110,11 +110,16 @@ def test_an_unreachable_broker_is_a_503_and_the_job_keeps_its_reason(tmp_path: P
     service = Service(env, tmp_path)
     try:
         service.start_api("serve")
-        response = service.http.post("/v1/jobs", json=job_spec("/models/tiny"), timeout=60)
+        key = {"Idempotency-Key": "first-try"}
+        response = service.http.post("/v1/jobs", json=job_spec("/models/tiny"), headers=key, timeout=60)
         assert response.status_code == 503
         assert "could not send the job to the broker" in response.json()["error"]["message"]
         (job,) = stored_jobs(service)
         assert job["status"] == "failed" and "submit it again" in job["error"]
+        # Submitting again, with the same key, tries again instead of replaying the failure.
+        retry = service.http.post("/v1/jobs", json=job_spec("/models/tiny"), headers=key, timeout=60)
+        assert retry.status_code == 503 and "Idempotent-Replayed" not in retry.headers
+        assert len(stored_jobs(service)) == 2
     finally:
         service.stop()
 

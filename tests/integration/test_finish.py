@@ -39,6 +39,16 @@ def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Databa
         assert job is not None and (job.status, job.error) == ("running", None)
 
 
+def test_an_error_with_undecodable_characters_is_stored(database: Database) -> None:
+    # A file name that was not valid UTF-8 reaches Python as lone surrogates, which no database text holds.
+    job_id, attempt = running_job(database)
+    _finish(database, job_id, attempt, failure("loading train_dataset: no such file: caf\udce9.jsonl"))
+    with database.session() as session:
+        job = jobs.get_job(session, job_id)
+        assert job is not None
+        assert (job.status, job.error) == ("failed", "loading train_dataset: no such file: caf\\udce9.jsonl")
+
+
 def test_a_very_long_error_is_cut_short_for_people(database: Database) -> None:
     job_id, attempt = running_job(database)
     _finish(database, job_id, attempt, failure("x" * 100_000, "Traceback: " + "x" * 100_000))

@@ -17,7 +17,7 @@ from shared.jobs import LeaseLost, MetricRecord
 from shared.models import Job, utcnow
 from shared.queue import make_celery
 from shared.settings import Settings
-from shared.states import JobStatus, claim, renew_lease, request_action, transition
+from shared.states import JobStatus, claim, expired_leases, renew_lease, request_action, transition
 from tests.store import LEASE_SECONDS, new_job, running_job
 from worker.execute import WorkerContext
 from worker.reconcile import IDLE_GRACE_SECONDS, requeue_expired, resend_lost_messages
@@ -125,3 +125,56 @@ def test_a_pause_request_reaches_the_worker_through_the_lease(database: Database
         assert transition(session, job_id, JobStatus.PAUSED, attempt=attempt)
     job = job_row(database, job_id)
     assert (job.status, job.requested_action, job.lease_expires_at) == ("paused", None, None)
+
+
+def test_a_worker_that_renews_after_the_sweep_listed_it_keeps_its_job(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    expire(database, job_id)
+    now = utcnow()
+    with database.session() as session:
+        (listed,) = expired_leases(session, now)
+    assert listed.job_id == job_id
+    with database.session() as session:  # the worker was only slow: it renews before the sweep acts
+        assert renew_lease(session, job_id, attempt, LEASE_SECONDS).held
+    with database.session() as session:
+        assert not transition(session, job_id, JobStatus.QUEUED, attempt=attempt, lease_expired_before=now)
+    assert job_row(database, job_id).status == "running"
+
+
+def test_a_lost_worker_whose_job_was_being_paused_leaves_it_paused(database: Database, context: WorkerContext) -> None:
+    job_id, _ = running_job(database)
+    with database.session() as session:
+        assert request_action(session, job_id, "pause")
+    expire(database, job_id)
+    requeue_expired(context)
+    job = job_row(database, job_id)
+    assert (job.status, job.lost_attempts, job.requested_action) == ("paused", 1, None)
+
+
+def test_a_running_job_without_a_lease_counts_as_expired(database: Database, context: WorkerContext) -> None:
+    # Rows running before leases existed (migration 0002) have none: they must not stay running forever.
+    job_id, _ = running_job(database)
+    with database.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=None))
+    requeue_expired(context)
+    assert job_row(database, job_id).status == "queued"
+
+
+def test_a_resume_rewinds_the_metrics_and_says_where_to(database: Database) -> None:
+    job_id, first = running_job(database)
+    with database.session() as session:
+        jobs.record_metrics(
+            session, job_id, first, [MetricRecord(s, None, {"reward": float(s)}, utcnow()) for s in range(1, 6)]
+        )
+    expire(database, job_id)
+    with database.session() as session:
+        assert transition(session, job_id, JobStatus.QUEUED, attempt=first)
+        second = claim(session, job_id, "worker-b", LEASE_SECONDS)
+    assert second == 2
+    with database.session() as session:
+        assert jobs.discard_metrics_after(session, job_id, second, 3) == 2
+    job = job_row(database, job_id)
+    assert (job.resumed_from_step, job.latest_step, job.latest_metrics) == (3, 3, {"reward": 3.0})
+    with database.reading() as connection:
+        steps = [json.loads(p)["step"] for p in jobs.read_metrics(connection, job_id, after_step=-1, limit=10).items]
+    assert steps == [1, 2, 3]
