@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import checkpoints, health, jobs
+from api.routes import checkpoints, files, health, jobs, rewards
 from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
@@ -14,6 +14,8 @@ from shared.settings import Settings, load_settings
 DESCRIPTION = """
 GRPO fine-tuning as a service. POST a job spec (`GRPOTrainer`'s own arguments as JSON), then poll
 `GET /v1/jobs/{id}/metrics?after_step=N` to watch `reward`, `reward_std`, `kl` and everything else TRL logs.
+Upload prompt datasets with `POST /v1/files`; try reward functions on completions with
+`POST /v1/rewards/preview` before spending GPU time.
 """
 
 
@@ -28,4 +30,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(checkpoints.router)
+    app.include_router(files.router)
+    app.include_router(rewards.router)
     return app

@@ -1,11 +1,13 @@
-"""Response bodies of the API (the request body is `shared.spec.JobSpec`)."""
+"""Bodies of the API: responses, and the preview request (a job's body is `shared.spec.JobSpec`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.reward_specs import RewardSpec
 
 
 class JobOut(BaseModel):
@@ -81,6 +83,73 @@ class EventOut(BaseModel):
 class EventPage(BaseModel):
     data: list[EventOut]
     has_more: bool
+
+
+class FileOut(BaseModel):
+    """An uploaded prompt dataset: what was found in it, and the id a job's `{"file_id": ...}` names."""
+
+    id: str
+    object: str = "file"
+    filename: str
+    bytes: int
+    rows: int
+    format: str = Field(description="jsonl, json, csv or parquet")
+    prompt_format: str = Field(
+        description="`standard` (each prompt a string) or `conversational` (each prompt a list of chat messages)"
+    )
+    columns: list[str] = Field(description="Columns after the upload's column_map; reward functions get them all.")
+    column_map: dict[str, str] | None
+    sample: list[dict[str, Any]] = Field(description="The first few rows, as the trainer will see them.")
+    created_at: datetime
+
+
+class FileList(BaseModel):
+    data: list[FileOut]
+
+
+class FileDeleted(BaseModel):
+    id: str
+    object: str = "file"
+    deleted: bool = True
+
+
+class PreviewRequest(BaseModel):
+    """Reward functions and a batch to score, as TRL would pass it: one entry per completion in `completions`,
+    `prompts`, `completion_ids` and each of `columns` (the dataset's other columns, e.g. `answers`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reward_funcs: list[RewardSpec] = Field(min_length=1, max_length=16)
+    completions: list[str | list[dict[str, Any]]] = Field(
+        min_length=1, max_length=256, description="Texts, or (conversational) lists of chat messages."
+    )
+    prompts: list[str | list[dict[str, Any]]] | None = Field(default=None, description="Default: null for each.")
+    completion_ids: list[list[int]] | None = Field(default=None, description="Token ids; default: null for each.")
+    columns: dict[str, list[Any]] = Field(
+        default_factory=dict, description='Dataset columns by name, one value per completion: {"answers": [...]}.'
+    )
+    reward_weights: list[float] | None = Field(
+        default=None, description="As args.reward_weights: the `total` is the weighted sum (default weight 1.0)."
+    )
+
+
+class RewardScoresOut(BaseModel):
+    index: int = Field(description="The reward's place in reward_funcs.")
+    name: str = Field(description="The name its metrics are logged under (`rewards/<name>/mean`).")
+    scores: list[float | None] | None = Field(description="One per completion; null entries are left out by TRL.")
+    error: str | None = Field(description="Why it has no scores: what it raised, returned, or how long it ran.")
+    traceback: str | None
+    metrics: dict[str, float] = Field(description="What it logged with `log_metric`.")
+    seconds: float
+
+
+class PreviewOut(BaseModel):
+    results: list[RewardScoresOut]
+    total: list[float] | None = Field(
+        description="Per completion, the weighted sum TRL trains on (None entries count as 0); null when a reward "
+        "failed."
+    )
+    output: str = Field(description="What the reward functions printed.")
 
 
 class FieldError(BaseModel):

@@ -1,7 +1,8 @@
 """`python -m bench [--smoke] [--only NAME,...]`: run the benchmarks, write bench/results.json and BENCHMARKS.md.
 
 Every figure is measured beside its baseline in the same run (the machines are shared and noisy): bare TRL for
-training, a bare Celery no-op task for dispatch, /healthz for the API, a bulk INSERT for ingest.
+training, a bare Celery no-op task for dispatch, /healthz for the API, a bulk INSERT for ingest, a bare Python
+start for the reward preview.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead
+from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead, preview
 from bench.common import FULL, SMOKE, Sizes
 from bench.report import render_markdown
 
@@ -29,6 +30,7 @@ SECTIONS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "api_scale": api_scale.run,
     "ingest": ingest.run,
     "memory": memory.run,
+    "preview": preview.run,
 }
 ROOT = Path(__file__).resolve().parent.parent
 

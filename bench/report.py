@@ -171,6 +171,24 @@ def _memory(section: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _preview(section: dict[str, Any]) -> list[Row]:
+    floor = section["interpreter_floor"]
+    rows: list[Row] = []
+    for name, label in (("seed_rewards", "the seed's 3 Python rewards"), ("accuracy", "the accuracy built-in")):
+        latency = section[name]
+        rows.append(
+            (
+                f"7. reward preview, {label} (p50/p95, n={latency['n']})",
+                f"{latency['p50_ms']} / {latency['p95_ms']} ms",
+                f"bare Python start p50 {floor['p50_ms']} ms; /healthz p50 {section['healthz_floor']['p50_ms']} ms",
+                f"x{round(latency['p50_ms'] / max(floor['p50_ms'], 0.01), 2)}",
+                "p95 < 1000 ms",
+                _met(latency["p95_ms"], 1000.0),
+            )
+        )
+    return rows
+
+
 RENDERERS = {
     "overhead": _overhead,
     "dispatch": _dispatch,
@@ -178,6 +196,7 @@ RENDERERS = {
     "api_scale": _api,
     "ingest": _ingest,
     "memory": _memory,
+    "preview": _preview,
 }
 
 

@@ -68,7 +68,9 @@ class LeaseLost(RuntimeError):
 
 def spec_fingerprint(spec: JobSpec) -> str:
     """A digest of the spec as stored, to tell a retried request from a different one under the same key."""
-    canonical = json.dumps(spec.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        spec.model_dump(mode="json", exclude_unset=True, by_alias=True), sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -78,7 +80,7 @@ def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = No
         id=new_job_id(),
         name=spec.name,
         status=JobStatus.QUEUED.value,
-        spec=spec.model_dump(mode="json", exclude_unset=True),
+        spec=spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
         created_at=utcnow(),
         attempt=0,
         lost_attempts=0,

@@ -11,12 +11,13 @@ import logging
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
-from shared import jobs
+from shared import files, jobs
 from shared.db import Database
 from shared.models import Job
+from shared.problems import SpecError
 from shared.queue import send_run_job
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec import JobSpec, check_files, file_ids
 from shared.states import TERMINAL, JobStatus, request_action, transition
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,10 @@ def submit_job(
             return _replay(existing, spec), True
     try:
         with database.session() as session:
+            # The files it names are share-locked until the job is stored: a delete waits, then sees the job.
+            problems = check_files(spec, files.file_columns(session, file_ids(spec), lock=True))
+            if problems:
+                raise SpecError(problems)
             job = jobs.create_job(session, spec, idempotency_key)
     except IntegrityError:
         # A concurrent request with the same key stored its job first.

@@ -115,6 +115,26 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
 
+class UploadedFile(Base):
+    """A prompt dataset uploaded with POST /v1/files; its bytes live in the data dir, never in the database."""
+
+    __tablename__ = "files"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(20))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    rows: Mapped[int] = mapped_column(Integer)
+    prompt_format: Mapped[str] = mapped_column(String(20))
+    columns: Mapped[list[str]] = mapped_column(JsonType)
+    column_map: Mapped[dict[str, str] | None] = mapped_column(JsonType)
+    sample: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
+    path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+    __table_args__ = (Index("ix_files_created_at_id", "created_at", "id"),)
+
+
 class JobEvent(Base):
     """A moment in a job's life: a state change, an error (with its traceback), a note from the worker."""
 

@@ -67,6 +67,19 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(
         default=1800, gt=0, description="A running job whose training makes no step for this long is failed."
     )
+    reward_timeout_seconds: float = Field(
+        default=120, gt=0, description="Longest a Python reward function may take for one call (in its sandbox)."
+    )
+    reward_memory_mb: int = Field(
+        default=2048, ge=256, description="Memory a reward sandbox (the Python rewards of one job) may use."
+    )
+    preview_timeout_seconds: float = Field(
+        default=10, gt=0, description="Longest one reward may take in POST /v1/rewards/preview (the caller waits)."
+    )
+    preview_concurrency: int = Field(
+        default=4, ge=1, description="Reward previews one API process runs at once (each starts a sandbox); more: 429."
+    )
+    max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file POST /v1/files takes.")
     default_save_steps: int | None = Field(
         default=None,
         gt=0,
@@ -115,6 +128,11 @@ class Settings(BaseSettings):
     def is_embedded_broker(self) -> bool:
         """True when the broker is kombu's SQLAlchemy transport (no server process)."""
         return self.effective_broker_url.startswith("sqla+")
+
+    @property
+    def files_dir(self) -> Path:
+        """Where uploaded dataset files live (`<id>/<name>`), and uploads arrive (`.incoming/`)."""
+        return self.data_dir / "files"
 
     def job_dir(self, job_id: str) -> Path:
         """The directory that holds everything one job writes (checkpoints, final model, training log)."""

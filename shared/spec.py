@@ -8,16 +8,17 @@ and that the reward functions find the dataset columns they ask for.
 
 from __future__ import annotations
 
-import ast
 import math
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared.dataset_specs import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.grpo_args import check_args
 from shared.problems import Problem, SpecError, did_you_mean
 from shared.reward_source import TRL_REWARD_KWARGS, read_reward_source
+from shared.reward_specs import BUILTIN_NAMES, PythonReward, RewardSpec
 
 # How many rows with the same problem are named before the rest are counted.
 MAX_ROWS_NAMED = 3
@@ -25,99 +26,6 @@ MAX_ROWS_NAMED = 3
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# --- Datasets -------------------------------------------------------------------------------------------------
-
-
-class InlineDataset(_Strict):
-    """Prompt rows given in the spec itself: each needs a `prompt`; other columns reach the reward functions."""
-
-    rows: list[dict[str, Any]] = Field(min_length=1, description='Rows like {"prompt": "...", "answer": "..."}.')
-
-
-class PathDataset(_Strict):
-    """A dataset the worker loads: a local file (.jsonl/.json/.csv/.parquet), a `save_to_disk` folder, or a hub name."""
-
-    path: str = Field(min_length=1, description="Path on the worker's filesystem, or a dataset name on the Hub.")
-    split: str = Field(default="train", description="Split to load.")
-    name: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
-
-
-def _dataset_kind(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        value = value.model_dump()
-    if not isinstance(value, dict):
-        return None
-    source = value
-    if "rows" in source:
-        return "inline"
-    if "path" in source:
-        return "path"
-    return None
-
-
-DatasetSpec = Annotated[
-    Annotated[InlineDataset, Tag("inline")] | Annotated[PathDataset, Tag("path")],
-    Discriminator(
-        _dataset_kind,
-        custom_error_type="dataset_kind",
-        custom_error_message="a dataset needs `rows` (a list of prompt rows) or `path` (a file, folder or hub name)",
-    ),
-]
-
-
-# --- Reward functions -----------------------------------------------------------------------------------------
-
-
-class LengthParams(_Strict):
-    ideal_length: int = Field(default=20, ge=0, description="Characters a completion should have.")
-
-
-class LengthReward(_Strict):
-    """The seed's length reward: `-abs(ideal_length - len(completion))` for each completion."""
-
-    type: Literal["builtin"]
-    name: Literal["length"]
-    params: LengthParams = Field(default_factory=LengthParams)
-
-    @property
-    def reward_name(self) -> str:
-        return self.name
-
-
-BuiltinReward = LengthReward
-
-
-class PythonReward(_Strict):
-    """A reward function in Python source, called exactly as TRL calls reward functions.
-
-    `def reward_len(completions, **kwargs): return [-abs(20 - len(c)) for c in completions]`
-    """
-
-    type: Literal["python"]
-    source: str = Field(min_length=1, description="Python source defining the reward function (and any helpers).")
-    function: str | None = Field(
-        default=None, description="Which function of the source TRL calls; needed when the source defines several."
-    )
-
-    @property
-    def reward_name(self) -> str:
-        return self.function or _top_level_functions(self.source)[0]
-
-
-class ModelReward(_Strict):
-    """A sequence-classification reward model (local path or hub id) that TRL loads and scores completions with."""
-
-    type: Literal["model"]
-    model: str = Field(min_length=1)
-
-    @property
-    def reward_name(self) -> str:
-        return self.model.rstrip("/").split("/")[-1]
-
-
-RewardSpec = Annotated[BuiltinReward | PythonReward | ModelReward, Field(discriminator="type")]
 
 
 # --- The spec -------------------------------------------------------------------------------------------------
@@ -138,11 +46,6 @@ class JobSpec(_Strict):
 
 
 # --- Meaning checks -------------------------------------------------------------------------------------------
-
-
-def _top_level_functions(source: str) -> list[str]:
-    tree = ast.parse(source)
-    return [node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)]
 
 
 def _is_prompt(value: Any) -> bool:
@@ -232,63 +135,114 @@ def _unstorable_values(value: Any, path: str) -> list[Problem]:
     return []
 
 
-def _dataset_columns(dataset: DatasetSpec | None) -> set[str] | None:
-    """The columns of inline rows; None when the dataset is only read by the worker."""
-    return set(dataset.rows[0]) if isinstance(dataset, InlineDataset) else None
+def _dataset_columns(dataset: DatasetSpec | None, file_columns: Mapping[str, list[str]] | None) -> set[str] | None:
+    """The columns a dataset will have after its column_map; None where only the worker can tell."""
+    if isinstance(dataset, InlineDataset):
+        return set(renamed(dataset.rows[0], dataset.column_map))
+    if isinstance(dataset, FileDataset) and file_columns is not None and dataset.file_id in file_columns:
+        return {(dataset.column_map or {}).get(c, c) for c in file_columns[dataset.file_id]}
+    return None
 
 
-def _check_reward_funcs(spec: JobSpec) -> list[Problem]:
+def _required_columns(reward: Any, path: str) -> tuple[str | None, list[str], list[Problem]]:
+    """The name a reward logs under, the dataset columns it needs, and the problems of its source."""
+    if isinstance(reward, PythonReward):
+        source = read_reward_source(reward.source, reward.function, path)
+        if source.problems or source.function is None:
+            return None, [], source.problems
+        return reward.name or source.function, source.required_columns, []
+    column = getattr(getattr(reward, "params", None), "column", None)
+    return reward.reward_name, [column] if column else [], []
+
+
+def check_reward_sources(rewards: list[Any]) -> list[Problem]:
+    """Problems of the reward functions themselves: Python sources that do not parse or define no function, and
+    two rewards logged under one name."""
     problems: list[Problem] = []
-    datasets = {
-        "train_dataset": _dataset_columns(spec.train_dataset),
-        "eval_dataset": _dataset_columns(spec.eval_dataset),
-    }
     names: dict[str, int] = {}
-    for index, reward in enumerate(spec.reward_funcs):
+    for index, reward in enumerate(rewards):
         path = f"reward_funcs[{index}]"
-        if isinstance(reward, PythonReward):
-            source = read_reward_source(reward.source, reward.function, path)
-            problems += source.problems
-            if source.problems or source.function is None:
-                continue
-            name = source.function
-            for dataset, columns in datasets.items():
-                missing = [c for c in source.required_columns if columns is not None and c not in columns]
-                if missing:
-                    problems.append(
-                        Problem(
-                            f"{path}.source",
-                            f"{name}() needs the dataset column(s) {', '.join(missing)}, but {dataset} has "
-                            f"{', '.join(sorted(columns or []))}: add the column, or give the parameter a default",
-                        )
-                    )
-        else:
-            name = reward.reward_name
+        name, _, reward_problems = _required_columns(reward, path)
+        problems += reward_problems
+        if name is None:
+            continue
         if name in names:
             problems.append(
                 Problem(
                     path,
                     f"{path} and reward_funcs[{names[name]}] are both named {name!r}, so their metrics "
-                    f"(rewards/{name}/mean) would collide: rename one function",
+                    f"(rewards/{name}/mean) would collide: give one a `label` (built-in) or `name` (Python)",
                 )
             )
         names.setdefault(name, index)
     return problems
 
 
-def check_spec(spec: JobSpec, *, device: str = "auto") -> list[Problem]:
-    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time."""
+def _check_reward_columns(spec: JobSpec, file_columns: Mapping[str, list[str]] | None) -> list[Problem]:
+    """Each reward finds the dataset columns it reads, in both datasets."""
+    problems: list[Problem] = []
+    datasets = {
+        "train_dataset": _dataset_columns(spec.train_dataset, file_columns),
+        "eval_dataset": _dataset_columns(spec.eval_dataset, file_columns),
+    }
+    for index, reward in enumerate(spec.reward_funcs):
+        path = f"reward_funcs[{index}]"
+        name, required, _ = _required_columns(reward, path)
+        for dataset, columns in datasets.items():
+            missing = [c for c in required if columns is not None and c not in columns]
+            if name is not None and missing:
+                field = f"{path}.source" if isinstance(reward, PythonReward) else f"{path}.params.column"
+                problems.append(
+                    Problem(
+                        field,
+                        f"{name} needs the dataset column(s) {', '.join(missing)}, but {dataset} has "
+                        f"{', '.join(sorted(columns or []))}: add the column (or a column_map), or change the reward",
+                    )
+                )
+    return problems
+
+
+def file_ids(spec: JobSpec) -> list[str]:
+    """The uploaded files a spec trains or evaluates on."""
+    datasets = (spec.train_dataset, spec.eval_dataset)
+    return sorted({d.file_id for d in datasets if isinstance(d, FileDataset)})
+
+
+def check_files(spec: JobSpec, file_columns: Mapping[str, list[str]] | None) -> list[Problem]:
+    """A problem for each uploaded file the spec names that does not exist (None: nothing known, no problems)."""
+    if file_columns is None:
+        return []
+    return [
+        Problem(
+            f"{field}.file_id",
+            f"{field}.file_id {dataset.file_id!r} is not an uploaded file: upload it with POST /v1/files "
+            "(GET /v1/files lists them)",
+        )
+        for field in ("train_dataset", "eval_dataset")
+        if isinstance(dataset := getattr(spec, field), FileDataset) and dataset.file_id not in file_columns
+    ]
+
+
+def check_spec(
+    spec: JobSpec, *, device: str = "auto", file_columns: Mapping[str, list[str]] | None = None
+) -> list[Problem]:
+    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time.
+
+    `file_columns` holds the columns of the uploaded files the spec may name (by file id); without it, file
+    datasets are left to the worker.
+    """
     unstorable = _unstorable_values(spec.model_dump(mode="python"), "")
     if unstorable:
         return unstorable  # the other checks assume numbers are numbers
     problems = check_args(
         spec.args, reward_count=len(spec.reward_funcs), has_eval_dataset=spec.eval_dataset is not None, device=device
     )
+    problems += check_files(spec, file_columns)
     for field_name in ("train_dataset", "eval_dataset"):
         dataset = getattr(spec, field_name)
         if isinstance(dataset, InlineDataset):
-            problems += _check_rows(dataset.rows, field_name)
-    problems += _check_reward_funcs(spec)
+            problems += _check_rows([renamed(row, dataset.column_map) for row in dataset.rows], field_name)
+    problems += check_reward_sources(spec.reward_funcs) + _check_reward_columns(spec, file_columns)
     if spec.peft_config is not None:
         problems.append(
             Problem("peft_config", "peft_config (LoRA) is not supported by this service yet: set it to null")
@@ -301,20 +255,28 @@ def problems_from_errors(items: Iterable[Mapping[str, Any]]) -> list[Problem]:
     problems = []
     for item in items:
         location = list(item["loc"])
+        if item["type"] == "union_tag_invalid" and _is_builtin(item.get("input")):
+            location.append("name")  # the built-in's name picks the member, not its type
         problems.append(Problem(_dotted(location), _structural_message(location, item)))
     return problems
 
 
+def _is_builtin(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("type") == "builtin"
+
+
+REWARD_TYPES = ("builtin", "python", "model")
 # Tags pydantic puts in an error's location when it picks a member of a discriminated union: not field names.
-_UNION_TAGS = {"inline", "path", "builtin", "python", "model"}
+_UNION_TAGS = {"inline", "file", "path", "hub", "builtin", "python", "model", *BUILTIN_NAMES}
 
 
 def _dotted(location: list[str | int]) -> str:
     path = ""
     previous: str | int | None = None
     for part in location:
-        if part in _UNION_TAGS and (isinstance(previous, int) or previous in ("train_dataset", "eval_dataset")):
-            previous = None  # the union's tag, not a field
+        after_union = isinstance(previous, int) or previous in ("train_dataset", "eval_dataset", "builtin")
+        if part in _UNION_TAGS and after_union:
+            previous = part  # the union's tag (builtin, then its kind), not a field
             continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
         previous = part
@@ -334,20 +296,31 @@ def _structural_message(location: list[str | int], item: Any) -> str:
         given = str(item.get("input"))
         choices = [c.strip(" '") for c in str(context.get("expected", "")).replace(" or ", ",").split(",")]
         return f"{field} is {given!r}{did_you_mean(given, choices)}: use {context.get('expected')}"
+    if kind == "union_tag_invalid" and location[-1] == "name" and _is_builtin(item.get("input")):
+        given = str(context.get("tag"))
+        names = ", ".join(repr(n) for n in BUILTIN_NAMES)
+        said = f"is {given!r}{did_you_mean(given, BUILTIN_NAMES)}" if given else "is required"
+        return f"{field} {said}: the built-in rewards are {names}"
+    if kind in ("union_tag_invalid", "union_tag_not_found") and str(location[0]) == "reward_funcs":
+        given = f"is {context['tag']!r}" if "tag" in context else "is required"
+        return (
+            f"{field}.type {given}{did_you_mean(str(context.get('tag', '')), REWARD_TYPES)}: use one of "
+            + ", ".join(repr(t) for t in REWARD_TYPES)
+        )
     if kind == "union_tag_invalid":
         return f"{field}.type is {context.get('tag')!r}: use one of {context.get('expected_tags')}"
-    if kind == "union_tag_not_found":
-        return f"{field}.type is required: one of 'builtin', 'python', 'model'"
+    if kind == "value_error":
+        return f"{field}: {item['msg'].removeprefix('Value error, ')}"
     return f"{field}: {item['msg']}"
 
 
-def parse_spec(payload: Any, *, device: str = "auto") -> JobSpec:
+def parse_spec(payload: Any, *, device: str = "auto", file_columns: Mapping[str, list[str]] | None = None) -> JobSpec:
     """Validate a spec from JSON (structure, then meaning); raises SpecError naming every problem."""
     try:
         spec = JobSpec.model_validate(payload)
     except ValidationError as error:
         raise SpecError(problems_from_errors(error.errors())) from None
-    problems = check_spec(spec, device=device)
+    problems = check_spec(spec, device=device, file_columns=file_columns)
     if problems:
         raise SpecError(problems)
     return spec

@@ -30,6 +30,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reward_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random 1-label Qwen2 sequence classifier (what `grpo tiny-model --reward-model` writes)."""
+    from worker.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-judge", reward_model=True)
+
+
+@pytest.fixture(scope="session")
 def postgres_server() -> str:
     return postgres_admin_url()
 

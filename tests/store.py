@@ -11,10 +11,10 @@ from tests.specs import job_spec
 LEASE_SECONDS = 60.0
 
 
-def new_job(database: Database) -> str:
-    """A queued job; returns its id."""
+def new_job(database: Database, spec: JobSpec | None = None) -> str:
+    """A queued job (of a small default spec); returns its id."""
     with database.session() as session:
-        return jobs.create_job(session, JobSpec.model_validate(job_spec("m"))).id
+        return jobs.create_job(session, spec or JobSpec.model_validate(job_spec("m"))).id
 
 
 def running_job(database: Database, worker: str = "test-worker") -> tuple[str, int]:

@@ -6,6 +6,7 @@ every training child starts with them already imported.
 
 from __future__ import annotations
 
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
-from shared import jobs
+from shared import files, jobs
 from shared.db import Database
 from shared.jobs import LeaseLost
+from shared.models import UploadedFile
 from shared.settings import Settings
 from shared.spec import JobSpec
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
@@ -25,7 +27,8 @@ from worker.child import WorkerLink
 from worker.data import DatasetProblem, load_prompts
 from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import ModelNotFound, check_model_reference
-from worker.rewards import RewardFunctionError, build_reward_funcs
+from worker.rewards import RewardFunctionError, Rewards, build_reward_funcs
+from worker.rewards.sandbox import SandboxLimits
 
 
 @dataclass
@@ -125,13 +128,18 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
     # the one that took it over.
     attempt_dir = settings.job_dir(job_id) / f"attempt-{attempt}"
 
+    def find_file(file_id: str) -> UploadedFile | None:
+        with database.session() as session:
+            return files.get_file(session, file_id)
+
     stage = "loading train_dataset"
     try:  # each stage names itself in the error a user reads
-        train_dataset = load_prompts(spec.train_dataset, "train_dataset")
+        train_dataset = load_prompts(spec.train_dataset, "train_dataset", find_file)
         stage = "loading eval_dataset"
-        eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset") if spec.eval_dataset else None
-        stage = "building reward_funcs"
-        reward_funcs = build_reward_funcs(spec.reward_funcs)
+        eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset", find_file) if spec.eval_dataset else None
+        stage = "starting the reward functions"
+        limits = SandboxLimits(settings.reward_timeout_seconds, settings.reward_memory_mb)
+        rewards = build_reward_funcs(spec.reward_funcs, attempt_dir / "reward-sandbox", limits, sys.stderr)
         stage = "configuring GRPO (args)"
         config = build_config(spec, settings, attempt_dir)
         stage = "finding the model"
@@ -140,7 +148,39 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
         resume_from = _resume_point(database, job_id, attempt)
     except Exception as error:
         raise _stage_error(stage, error) from error
+    try:
+        return _run_trainer(
+            settings,
+            database,
+            job_id,
+            attempt,
+            link,
+            spec,
+            config,
+            train_dataset,
+            eval_dataset,
+            rewards,
+            resume_from,
+            attempt_dir,
+        )
+    finally:
+        rewards.close()
 
+
+def _run_trainer(
+    settings: Settings,
+    database: Database,
+    job_id: str,
+    attempt: int,
+    link: WorkerLink,
+    spec: JobSpec,
+    config: GRPOConfig,
+    train_dataset: Any,
+    eval_dataset: Any,
+    rewards: Rewards,
+    resume_from: str | None,
+    attempt_dir: Path,
+) -> Outcome:
     writer = MetricsWriter(database, job_id, attempt, settings.effective_metrics_flush_interval)
     metrics = MetricsCallback(writer, database, job_id, attempt)
     control = ControlCallback(link)
@@ -152,7 +192,7 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
     try:
         trainer = GRPOTrainer(
             model=spec.model,
-            reward_funcs=reward_funcs,
+            reward_funcs=rewards.functions,
             args=config,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,

@@ -13,6 +13,7 @@ import multiprocessing.forkserver
 import os
 import re
 import signal
+import sysconfig
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -26,6 +27,7 @@ _context = multiprocessing.get_context("forkserver")
 # How long a child gets to write its stack to its log when asked (SIGUSR1) where it is stuck.
 STACK_DUMP_SECONDS = 1.0
 # A faulthandler frame line: `  File "<reward_funcs[0]>", line 3 in slow`.
+STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
 FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>.+)$')
 
 
@@ -57,7 +59,8 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def innermost_frames(log_text: str, count: int = 3) -> list[str]:
-    """The innermost frames of the last stack faulthandler wrote for the main thread, innermost first."""
+    """The innermost frames of the last stack faulthandler wrote for the main thread, innermost first, leaving out
+    the standard library's (a wait in `selectors` or `threading` says less than the code that waits)."""
     block = log_text.rsplit("Current thread", 1)
     if len(block) < 2:
         return []
@@ -66,7 +69,8 @@ def innermost_frames(log_text: str, count: int = 3) -> list[str]:
         match = FRAME.match(line)
         if not match:
             break
-        frames.append(f"{match['function']} ({Path(match['file']).name}:{match['line']})")
+        if not match["file"].startswith(STDLIB):
+            frames.append(f"{match['function']} ({Path(match['file']).name}:{match['line']})")
     return frames[:count]
 
 

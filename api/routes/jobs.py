@@ -13,10 +13,10 @@ from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
 from api.views import JSONText, render_page
-from shared import jobs, lifecycle
+from shared import files, jobs, lifecycle
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
 from shared.problems import SpecError
-from shared.spec import JobSpec, check_spec
+from shared.spec import JobSpec, check_spec, file_ids
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]
@@ -77,7 +77,9 @@ def create_job(
     With an `Idempotency-Key` header, a retry with the same key and spec returns the job the first request made
     (header `Idempotent-Replayed: true`); the same key with a different spec is a 409.
     """
-    problems = check_spec(spec, device=svc.settings.device)
+    with svc.database.session() as session:
+        columns = files.file_columns(session, file_ids(spec))
+    problems = check_spec(spec, device=svc.settings.device, file_columns=columns)
     if problems:
         raise SpecError(problems)
     try:

@@ -21,7 +21,7 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = json.loads(results_file.read_text())
-    assert set(results) == {"run", "overhead", "dispatch", "metric_latency", "api_scale", "ingest", "memory"}
+    assert set(results) == {"run", "overhead", "dispatch", "metric_latency", "api_scale", "ingest", "memory", "preview"}
 
     for backend in ("embedded", "postgres_redis"):
         assert results["overhead"][backend]["train_time_ratio"] > 0
@@ -34,7 +34,10 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     assert all(row["errors"] == 0 for row in large["c8"].values())
     assert results["ingest"]["postgres"]["lost"] == results["ingest"]["sqlite"]["lost"] == 0
     assert results["memory"]["worker_rss_mib"]["idle"] > 0
+    assert results["preview"]["seed_rewards"]["n"] == results["preview"]["accuracy"]["n"] == 3
+    assert results["preview"]["interpreter_floor"]["p50_ms"] > 0
 
     table = markdown.read_text()
     assert "| 1. training time, 5 steps, embedded |" in table
     assert "| 4. metrics page of 100, 20 jobs / 1,000 points, 8 connections |" in table
+    assert "| 7. reward preview, the seed's 3 Python rewards (p50/p95, n=3) |" in table

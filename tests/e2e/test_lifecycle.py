@@ -197,7 +197,9 @@ def test_a_job_delivered_twice_is_trained_once(production_service: Service, tiny
 
 
 def test_a_reward_that_never_returns_trips_the_stall_watchdog(tmp_path: Path, tiny_model: Path) -> None:
-    service = Service(base_env(tmp_path / "data", stall_seconds="4", heartbeat_seconds="0.5"), tmp_path)
+    # The reward's own time limit (the sandbox's) is set past the stall limit, so that the watchdog acts first.
+    env = base_env(tmp_path / "data", stall_seconds="4", heartbeat_seconds="0.5", reward_timeout_seconds="600")
+    service = Service(env, tmp_path)
     try:
         service.start_api("up")
         forever = python_reward("import time\n\ndef forever(completions, **kwargs):\n    time.sleep(10**6)\n")
@@ -205,7 +207,7 @@ def test_a_reward_that_never_returns_trips_the_stall_watchdog(tmp_path: Path, ti
         final = service.wait_finished(stuck["id"], timeout=60)
         assert final["status"] == "failed"
         assert final["error"].startswith("stalled: no training progress for 4 s (at step 0); stuck in ")
-        assert "forever (<reward_funcs[0]>:4)" in final["error"]
+        assert "_receive (sandbox.py:" in final["error"] and " <- forever (__init__.py:" in final["error"]
         # The worker lives on.
         assert service.wait_finished(service.submit(job_spec(tiny_model))["id"])["status"] == "succeeded"
     finally:

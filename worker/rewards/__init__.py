@@ -1,49 +1,53 @@
 """Turning a spec's `reward_funcs` into what `GRPOTrainer(reward_funcs=...)` takes.
 
-Every callable is wrapped so that a reward that raises or returns something that is not a number fails the job
-with a message naming the function, instead of a stack trace from deep inside TRL.
+Built-ins run in the training process; users' Python rewards run in a sandbox process (see `sandbox.py`), behind a
+callable that TRL calls as it calls any reward function; reward models are handed to TRL, which loads them.
+Every callable is checked so that a reward that raises or returns something that is not one number per completion
+fails the job with a message naming the function, instead of a stack trace from deep inside TRL.
 """
 
 from __future__ import annotations
 
-import builtins
-import functools
-import inspect
-import linecache
 import math
 import numbers
-import traceback
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
 
-from shared.spec import LengthReward, ModelReward, PythonReward, RewardSpec
+from shared.reward_specs import ModelReward, PythonReward, RewardSpec
 from worker.model_paths import check_model_reference
-from worker.rewards.builtin import BUILTINS
+from worker.rewards.builtin import build_builtin
+from worker.rewards.sandbox import BadRewards, RewardCallFailed, Sandbox, SandboxLimits, sandbox_entry
+
+# Keyword arguments TRL passes that cannot cross to the sandbox as JSON (it gets stand-ins it can call).
+LOCAL_ONLY = ("log_metric", "log_extra", "environments")
+TRAINER_STATE_FIELDS = ("global_step", "max_steps", "epoch", "num_train_epochs", "logging_steps", "save_steps")
 
 
 class RewardFunctionError(RuntimeError):
     """A reward function raised, or returned something TRL cannot use."""
 
-
-def _where(error: BaseException, filename: str) -> str:
-    """` (reward_funcs[0] line 3: return 1/0)` for the deepest frame of user code in the traceback."""
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == filename]
-    if not frames:
-        return ""
-    frame = frames[-1]
-    code = f": {frame.line.strip()}" if frame.line else ""
-    return f" ({filename.strip('<>')} line {frame.lineno}{code})"
+    def __init__(self, message: str, traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.traceback = traceback
 
 
-def _check_rewards(name: str, rewards: Any) -> list[Any]:
+def check_rewards(name: str, rewards: Any, expected: int) -> list[float | None]:
+    """One finite number (or None: TRL leaves it out) per completion, or a RewardFunctionError saying what came."""
     if not isinstance(rewards, list | tuple):
         raise RewardFunctionError(
             f"reward function {name!r} returned {type(rewards).__name__}, not a list: return one float per completion"
         )
+    if len(rewards) != expected:
+        raise RewardFunctionError(
+            f"reward function {name!r} returned {len(rewards)} value(s) for {expected} completion(s): "
+            "return one per completion"
+        )
     for index, value in enumerate(rewards):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value))
+        ):
             raise RewardFunctionError(
                 f"reward function {name!r} returned {value!r} at index {index}: rewards must be finite numbers "
                 "(or None to leave a completion out)"
@@ -51,72 +55,94 @@ def _check_rewards(name: str, rewards: Any) -> list[Any]:
     return list(rewards)
 
 
-def guarded(function: Callable[..., Any], name: str, filename: str = "") -> Callable[..., Any]:
-    """`function` under `name`, with its errors and bad results turned into a RewardFunctionError."""
+def guarded_builtin(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A built-in reward whose errors and results are checked like a user's."""
+    name = function.__name__
 
-    def fail(error: Exception) -> RewardFunctionError:
-        return RewardFunctionError(
-            f"reward function {name!r} raised {type(error).__name__}: {error}{_where(error, filename)}"
-        )
-
-    if inspect.iscoroutinefunction(function):
-
-        @functools.wraps(function)
-        async def async_reward(*args: Any, **kwargs: Any) -> list[Any]:
-            try:
-                rewards = await function(*args, **kwargs)
-            except RewardFunctionError:
-                raise
-            except Exception as error:
-                raise fail(error) from error
-            return _check_rewards(name, rewards)
-
-        async_reward.__name__ = name
-        return async_reward
-
-    @functools.wraps(function)
-    def reward(*args: Any, **kwargs: Any) -> list[Any]:
+    def reward(completions: list[Any], **kwargs: Any) -> list[float | None]:
         try:
-            rewards = function(*args, **kwargs)
-        except RewardFunctionError:
-            raise
+            rewards = function(completions=completions, **kwargs)
         except Exception as error:
-            raise fail(error) from error
-        return _check_rewards(name, rewards)
+            raise RewardFunctionError(f"reward function {name!r} raised {type(error).__name__}: {error}") from error
+        return check_rewards(name, rewards, len(completions))
 
     reward.__name__ = name
     return reward
 
 
-def compile_python_reward(spec: PythonReward, path: str) -> Callable[..., Any]:
-    """Execute a Python reward source in a module of its own and return the function it names."""
-    filename = f"<{path}>"
-    # Let tracebacks show the user's source lines.
-    linecache.cache[filename] = (len(spec.source), None, spec.source.splitlines(keepends=True), filename)
-    namespace: dict[str, Any] = {"__name__": f"grpo_reward_{path}", "__builtins__": builtins}
-    try:
-        exec(compile(spec.source, filename, "exec"), namespace)
-    except Exception as error:
-        raise RewardFunctionError(
-            f"{path}: running the source raised {type(error).__name__}: {error}{_where(error, filename)}"
-        ) from error
-    function = namespace.get(spec.reward_name)
-    if not callable(function):
-        raise RewardFunctionError(f"{path}: the source does not define a callable {spec.reward_name!r}")
-    return guarded(function, spec.reward_name, filename)
+def _trainer_state(state: Any) -> dict[str, Any] | None:
+    if state is None:
+        return None
+    return {key: getattr(state, key, None) for key in TRAINER_STATE_FIELDS}
 
 
-def build_reward_funcs(specs: list[RewardSpec]) -> list[Callable[..., Any] | str]:
-    """What GRPOTrainer's `reward_funcs` takes, in spec order: callables, or model ids TRL loads itself."""
-    reward_funcs: list[Callable[..., Any] | str] = []
+def sandboxed(sandbox: Sandbox, spec: PythonReward) -> Callable[..., Any]:
+    """The callable TRL calls for a Python reward: the call runs in the sandbox."""
+    name = spec.reward_name
+
+    def reward(**kwargs: Any) -> list[float | None]:
+        local = {key: kwargs.pop(key, None) for key in LOCAL_ONLY}
+        kwargs["trainer_state"] = _trainer_state(kwargs.get("trainer_state"))
+        completions = kwargs["completions"]
+        try:
+            result = sandbox.call(name, kwargs)
+        except BadRewards as error:
+            raise RewardFunctionError(str(error)) from None  # a wrong list always fails, on_error notwithstanding
+        except RewardCallFailed as error:
+            if spec.on_error != "zero":
+                raise RewardFunctionError(str(error), error.traceback) from None
+            if local["log_metric"] is not None:
+                local["log_metric"](f"rewards/{name}/errors", float(len(completions)))
+            return [0.0] * len(completions)
+        if local["log_metric"] is not None:
+            for metric, value in result.metrics:
+                local["log_metric"](metric, value)
+            if spec.on_error == "zero":
+                local["log_metric"](f"rewards/{name}/errors", 0.0)
+        if local["log_extra"] is not None:
+            for column, values in result.extras:
+                local["log_extra"](column, values)
+        return result.rewards
+
+    reward.__name__ = name
+    if name.isidentifier():  # a stack (the stall watchdog's report) then names the reward it is waiting for
+        reward.__code__ = reward.__code__.replace(co_name=name)
+    return reward
+
+
+@dataclass
+class Rewards:
+    """The reward functions of one job, and the sandbox their Python ones run in (close it when done)."""
+
+    functions: list[Callable[..., Any] | str] = field(default_factory=list)
+    sandbox: Sandbox | None = None
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.close()
+
+
+def build_reward_funcs(
+    specs: list[RewardSpec], scratch: Path, limits: SandboxLimits, log: IO[Any] | None = None
+) -> Rewards:
+    """What GRPOTrainer's `reward_funcs` takes, in spec order; the Python ones share one sandbox in `scratch`."""
+    python = [
+        sandbox_entry(spec, f"reward_funcs[{i}]") for i, spec in enumerate(specs) if isinstance(spec, PythonReward)
+    ]
+    sandbox = Sandbox(python, scratch, limits, log) if python else None
+    if sandbox is not None:
+        try:
+            sandbox.start()
+        except RewardCallFailed as error:
+            raise RewardFunctionError(str(error), error.traceback) from None
+    rewards = Rewards(sandbox=sandbox)
     for index, spec in enumerate(specs):
-        path = f"reward_funcs[{index}]"
-        if isinstance(spec, LengthReward):
-            function = BUILTINS[spec.name](**spec.params.model_dump())
-            reward_funcs.append(guarded(function, spec.reward_name))
-        elif isinstance(spec, PythonReward):
-            reward_funcs.append(compile_python_reward(spec, path))
+        if isinstance(spec, PythonReward):
+            assert sandbox is not None
+            rewards.functions.append(sandboxed(sandbox, spec))
         elif isinstance(spec, ModelReward):
-            check_model_reference(spec.model, f"{path}.model")
-            reward_funcs.append(spec.model)
-    return reward_funcs
+            check_model_reference(spec.model, f"reward_funcs[{index}].model")
+            rewards.functions.append(spec.model)
+        else:
+            rewards.functions.append(guarded_builtin(build_builtin(spec)))
+    return rewards

@@ -1,0 +1,98 @@
+"""/v1/rewards/preview: score completions with a spec's reward functions before spending GPU time on a job."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from api.deps import Services, services
+from api.errors import ApiError
+from api.schemas import ErrorBody, PreviewOut, PreviewRequest, RewardScoresOut
+from shared.problems import Problem, SpecError
+from shared.spec import check_reward_sources
+from worker.rewards.preview import PreviewInputs, preview_rewards
+from worker.rewards.sandbox import SandboxLimits
+
+router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
+ServicesDep = Annotated[Services, Depends(services)]
+_running: dict[int, threading.BoundedSemaphore] = {}
+_running_lock = threading.Lock()
+
+
+def _slots(limit: int) -> threading.BoundedSemaphore:
+    with _running_lock:
+        return _running.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+def _length_problems(request: PreviewRequest) -> list[Problem]:
+    count = len(request.completions)
+    sized = {"prompts": request.prompts, "completion_ids": request.completion_ids}
+    sized.update({f"columns.{name}": values for name, values in request.columns.items()})
+    problems = [
+        Problem(field, f"{field} has {len(values)} entries for {count} completions: give one per completion")
+        for field, values in sized.items()
+        if values is not None and len(values) != count
+    ]
+    if request.reward_weights is not None and len(request.reward_weights) != len(request.reward_funcs):
+        problems.append(
+            Problem(
+                "reward_weights",
+                f"reward_weights has {len(request.reward_weights)} weights for {len(request.reward_funcs)} reward "
+                "functions: give one per reward function",
+            )
+        )
+    return problems
+
+
+def _total(request: PreviewRequest, results: list[RewardScoresOut]) -> list[float] | None:
+    """TRL's reward per completion: the weighted sum over reward functions, a None score counting as nothing."""
+    if any(r.scores is None for r in results):
+        return None
+    weights = request.reward_weights or [1.0] * len(results)
+    totals = []
+    for index in range(len(request.completions)):
+        parts = [w * s for w, r in zip(weights, results, strict=True) if (s := r.scores[index]) is not None]  # type: ignore[index]
+        totals.append(math.fsum(parts))
+    return totals
+
+
+@router.post(
+    "/preview",
+    response_model=PreviewOut,
+    responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+)
+def preview(request: PreviewRequest, svc: ServicesDep) -> PreviewOut:
+    """Score completions with reward functions, as a job would, without a worker or a GPU.
+
+    Each reward is called with the keyword arguments TRL passes (`prompts`, `completions`, `completion_ids`,
+    `trainer_state` (null here), and every entry of `columns`), in the sandbox that jobs run Python rewards in,
+    with `GRPO_PREVIEW_TIMEOUT_SECONDS` per reward. A reward that raises, runs too long or returns the wrong thing
+    gets an `error` (and traceback) instead of scores; what the functions print comes back in `output`.
+    Reward models are not previewed.
+    """
+    problems = _length_problems(request) + check_reward_sources(request.reward_funcs)
+    if problems:
+        raise SpecError(problems)
+    settings = svc.settings
+    slots = _slots(settings.preview_concurrency)
+    if not slots.acquire(blocking=False):
+        raise ApiError(
+            429,
+            "too_many_previews",
+            f"{settings.preview_concurrency} reward previews are running on this server: try again in a moment",
+        )
+    try:
+        limits = SandboxLimits(
+            min(settings.preview_timeout_seconds, settings.reward_timeout_seconds),
+            settings.reward_memory_mb,
+            "GRPO_PREVIEW_TIMEOUT_SECONDS",
+        )
+        inputs = PreviewInputs(request.completions, request.prompts, request.completion_ids, request.columns)
+        result = preview_rewards(request.reward_funcs, inputs, limits)
+    finally:
+        slots.release()
+    results = [RewardScoresOut.model_validate(r, from_attributes=True) for r in result.results]
+    return PreviewOut(results=results, total=_total(request, results), output=result.output)

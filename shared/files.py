@@ -1,0 +1,273 @@
+"""Uploaded prompt datasets: reading and checking an upload (JSONL, JSON, CSV, Parquet), storing it, listing it.
+
+An upload is read row by row before anything is kept: a file that does not parse, has no prompts, empty prompts, or
+mixes text prompts with chat prompts is refused with the row numbers of the problems, and nothing is stored. The
+bytes live in the data dir (`files/<id>/`), never in the database; the database keeps what the API shows.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from shared.dataset_specs import renamed
+from shared.jobs import json_safe
+from shared.models import Job, UploadedFile, utcnow
+from shared.problems import Problem
+from shared.states import JobStatus
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SAMPLE_ROWS = 3
+MAX_PROBLEMS = 5
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value, JobStatus.PAUSED.value)
+
+
+class UploadRefused(ValueError):
+    """An upload the service will not keep; `problems` say where and why."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.message for p in problems))
+
+
+class FileInUse(RuntimeError):
+    """A file a queued, running or paused job trains on."""
+
+
+@dataclass
+class FileReport:
+    """What reading an upload found."""
+
+    format: str
+    rows: int = 0
+    prompt_format: str = "standard"
+    columns: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+
+
+def new_file_id() -> str:
+    return f"file-{secrets.token_hex(8)}"
+
+
+def file_format(filename: str) -> str:
+    """jsonl, json, csv or parquet, from the file name; raises UploadRefused for anything else."""
+    fmt = FORMATS.get(Path(filename).suffix.lower())
+    if fmt is None:
+        raise UploadRefused([Problem("file", f"{filename!r}: upload a .jsonl, .json, .csv or .parquet file")])
+    return fmt
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _rows(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
+    """(where, row) for each row of the file; `where` is how a person finds it (`line 7`, `row 3`)."""
+    if fmt == "jsonl":
+        with path.open(encoding="utf-8") as lines:
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        row = json.loads(line, parse_constant=_no_constant)
+                    except ValueError as error:
+                        raise ValueError(f"line {number}: {error}") from None
+                    yield f"line {number}", row
+    elif fmt == "json":
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        if not isinstance(data, list):
+            raise ValueError('a .json dataset must be a list of rows ([{"prompt": ...}, ...])')
+        for number, row in enumerate(data, start=1):
+            yield f"row {number}", row
+    elif fmt == "csv":
+        with path.open(encoding="utf-8", newline="") as text:
+            for number, row in enumerate(csv.DictReader(text), start=1):
+                yield f"row {number} (line {number + 1})", row
+    else:
+        import pyarrow.parquet as parquet
+
+        number = 0
+        for batch in parquet.ParquetFile(path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield f"row {number}", row
+
+
+def _prompt_format(value: Any) -> str | None:
+    """`standard` (text), `conversational` (chat messages), or None for anything that is not a prompt."""
+    if isinstance(value, str):
+        return "standard" if value.strip() else None
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
+    ):
+        return "conversational"
+    return None
+
+
+def _first_error_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def inspect_upload(path: Path, filename: str, column_map: dict[str, str] | None) -> FileReport:
+    """Read a whole upload and check it is a prompt dataset GRPO can train on; raises UploadRefused."""
+    report = FileReport(file_format(filename))
+    problems: list[Problem] = []
+    first_columns: tuple[str, set[str]] | None = None
+    first_format: tuple[str, str] | None = None
+
+    def problem(message: str) -> None:
+        problems.append(Problem("file", message))
+
+    try:
+        for where, raw in _rows(path, report.format):
+            if len(problems) >= MAX_PROBLEMS:
+                break
+            if not isinstance(raw, dict):
+                problem(f"{where}: a row must be an object with a 'prompt', not {type(raw).__name__}")
+                continue
+            row = renamed(raw, column_map)
+            report.rows += 1
+            if first_columns is None:
+                first_columns = (where, set(row))
+                report.columns = list(row)
+                if "prompt" not in row:
+                    others = ", ".join(row) or "none"
+                    guess = next((c for c in ("question", "query", "instruction", "input", "text") if c in row), None)
+                    hint = json.dumps({guess or "your_column": "prompt"})
+                    problem(
+                        f"there is no 'prompt' column (columns: {others}): upload again with column_map={hint}, "
+                        "or rename the column"
+                    )
+                    break
+            elif set(row) != first_columns[1]:
+                problem(
+                    f"{where}: columns {sorted(row)} differ from the {first_columns[0]} columns "
+                    f"{sorted(first_columns[1])}: every row needs the same columns"
+                )
+                continue
+            prompt_format = _prompt_format(row.get("prompt"))
+            if prompt_format is None:
+                problem(
+                    f"{where}: the prompt is empty or not a prompt (a string, or a list of chat messages "
+                    '[{"role": "user", "content": "..."}])'
+                )
+                continue
+            if first_format is None:
+                first_format = (where, prompt_format)
+                report.prompt_format = prompt_format
+            elif prompt_format != first_format[1]:
+                problem(
+                    f"{where}: a {prompt_format} prompt, where {first_format[0]} has a {first_format[1]} one: "
+                    "use text prompts or chat prompts, not both"
+                )
+            if len(report.sample) < SAMPLE_ROWS:
+                # Parquet holds values JSON has no type for (bytes, timestamps): shown as text.
+                report.sample.append(json.loads(json.dumps(json_safe(row), default=str)))
+    except (ValueError, UnicodeDecodeError, OSError, csv.Error) as error:
+        problem(f"not valid {report.format.upper()}: {_first_error_line(error)}")
+    except Exception as error:  # pyarrow's own errors, for a file that is not Parquet
+        problem(f"not valid {report.format.upper()}: {type(error).__name__}: {_first_error_line(error)}")
+    if not problems and report.rows == 0:
+        problem("the file has no rows")
+    if problems:
+        raise UploadRefused(problems)
+    return report
+
+
+def safe_filename(filename: str) -> str:
+    """The name to keep the upload under: its last path part, with anything unusual replaced."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name).lstrip(".")
+    return name or "dataset"
+
+
+def store_upload(
+    session: Session,
+    files_dir: Path,
+    incoming: Path,
+    filename: str,
+    report: FileReport,
+    column_map: dict[str, str] | None,
+) -> UploadedFile:
+    """Move a checked upload into place and record it (the caller commits)."""
+    file_id = new_file_id()
+    folder = files_dir / file_id
+    folder.mkdir(parents=True)
+    final = folder / safe_filename(filename)
+    shutil.move(str(incoming), final)
+    uploaded = UploadedFile(
+        id=file_id,
+        filename=Path(filename).name[:255],
+        format=report.format,
+        bytes=final.stat().st_size,
+        rows=report.rows,
+        prompt_format=report.prompt_format,
+        columns=report.columns,
+        column_map=column_map,
+        sample=report.sample,
+        path=str(final),
+        created_at=utcnow(),
+    )
+    session.add(uploaded)
+    return uploaded
+
+
+def get_file(session: Session, file_id: str) -> UploadedFile | None:
+    return session.get(UploadedFile, file_id)
+
+
+def list_files(session: Session) -> list[UploadedFile]:
+    return list(session.scalars(select(UploadedFile).order_by(UploadedFile.created_at.desc(), UploadedFile.id.desc())))
+
+
+def file_columns(session: Session, file_ids: list[str], *, lock: bool = False) -> dict[str, list[str]]:
+    """The columns of each of these files that exists.
+
+    With `lock`, the rows stay share-locked until the session commits, so that a job being stored and a delete of
+    its file cannot pass each other (`delete_file` takes the row lock first).
+    """
+    if not file_ids:
+        return {}
+    query = select(UploadedFile.id, UploadedFile.columns).where(UploadedFile.id.in_(file_ids))
+    if lock:
+        query = query.with_for_update(read=True)
+    return {row.id: list(row.columns) for row in session.execute(query)}
+
+
+def jobs_using(session: Session, file_id: str) -> list[str]:
+    """Queued, running or paused jobs that train or evaluate on the file."""
+    uses = or_(
+        Job.spec["train_dataset"]["file_id"].as_string() == file_id,
+        Job.spec["eval_dataset"]["file_id"].as_string() == file_id,
+    )
+    return list(session.scalars(select(Job.id).where(Job.status.in_(ACTIVE), uses)))
+
+
+def delete_file(session: Session, file_id: str) -> Path | None:
+    """Delete a file's row; None if there is no such file, FileInUse while a job needs it.
+
+    Returns the folder of its bytes, for the caller to remove once the session has committed.
+    """
+    uploaded = session.get(UploadedFile, file_id, with_for_update=True)
+    if uploaded is None:
+        return None
+    users = jobs_using(session, file_id)
+    if users:
+        raise FileInUse(
+            f"file {file_id} is used by job(s) {', '.join(users)} ({len(users)} not finished): cancel "
+            "them or wait until they end"
+        )
+    session.delete(uploaded)
+    return Path(uploaded.path).parent

@@ -1,0 +1,267 @@
+"""The program inside a reward sandbox: `python -I -B -m worker.rewards.sandbox_server`.
+
+It is started with an empty environment in its own scratch directory. Before it runs any user code it limits its
+memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), and installs an audit hook
+that refuses sockets, new processes, ctypes, and any file outside its scratch directory and the Python
+installation. Then it compiles the users' reward sources and answers calls, one JSON line in and one out.
+
+Only the standard library, this file and (when the sandbox also hosts built-in rewards, as the API's preview asks)
+`worker.rewards.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import inspect
+import json
+import linecache
+import math
+import numbers
+import os
+import resource
+import signal
+import site
+import socket
+import sys
+import sysconfig
+import traceback
+from types import SimpleNamespace
+from typing import Any
+
+CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
+NO_NETWORK = "reward functions have no network access (the reward sandbox)"
+NO_PROCESSES = "reward functions may not start or signal processes (the reward sandbox)"
+NO_CTYPES = "reward functions may not load native code with ctypes (the reward sandbox)"
+# Audit events a reward function has no business raising, and what it is told.
+FORBIDDEN_EVENTS = {
+    "socket.getaddrinfo": NO_NETWORK,
+    "socket.gethostbyname": NO_NETWORK,
+    "subprocess.Popen": NO_PROCESSES,
+    "os.system": NO_PROCESSES,
+    "os.exec": NO_PROCESSES,
+    "os.posix_spawn": NO_PROCESSES,
+    "os.spawn": NO_PROCESSES,
+    "os.fork": NO_PROCESSES,
+    "os.forkpty": NO_PROCESSES,
+    "os.kill": NO_PROCESSES,
+    "os.killpg": NO_PROCESSES,
+    "ctypes.dlopen": NO_CTYPES,
+    "ctypes.dlsym": NO_CTYPES,
+    "ctypes.cdata": NO_CTYPES,
+}
+FILE_EVENTS = {
+    "os.listdir",
+    "os.scandir",
+    "os.remove",
+    "os.rename",
+    "os.rmdir",
+    "os.mkdir",
+    "os.chmod",
+    "os.chown",
+    "os.symlink",
+    "os.link",
+    "os.truncate",
+    "os.utime",
+    "shutil.rmtree",
+    "shutil.copyfile",
+    "shutil.move",
+    "os.chdir",
+}
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+
+class SandboxViolation(PermissionError):
+    """Something a reward function may not do."""
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def install_limits(scratch: str, memory_mb: int, parent: int) -> None:
+    """Memory, core dumps, file sizes, death with its parent, and (where the kernel allows it) no network at all."""
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2**30, 2**30))
+    libc = ctypes.CDLL(None, use_errno=True)
+    # Die with the process that started it (the training process), even in the middle of a user's endless loop.
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)  # it is already gone
+    # An empty network namespace: needs root or unprivileged user namespaces; the audit hook does the rest.
+    libc.unshare(CLONE_NEWNET)
+    os.chdir(scratch)
+
+
+def install_audit_hook(scratch: str) -> None:
+    """Refuse the network, processes, ctypes, and files outside `scratch` and the Python installation."""
+    scratch_root = os.path.realpath(scratch)
+    readable = sorted(
+        {
+            os.path.realpath(p)
+            for p in (
+                sys.prefix,
+                sys.base_prefix,
+                sys.exec_prefix,
+                sysconfig.get_paths()["stdlib"],
+                *site.getsitepackages(),
+                *[p for p in sys.path if p and os.path.isdir(p)],
+                "/usr/share/zoneinfo",
+                "/etc/localtime",
+                "/dev/null",
+                "/dev/urandom",
+            )
+        }
+        | {scratch_root}
+    )
+
+    def refuse(message: str) -> None:
+        raise SandboxViolation(message)
+
+    def check_path(path: Any, writing: bool) -> None:
+        if isinstance(path, int) or path is None:
+            return
+        real = os.path.realpath(os.fsdecode(path))
+        allowed = [scratch_root] if writing else readable
+        if not _inside(real, allowed):
+            raise SandboxViolation(
+                f"reward functions may not {'write' if writing else 'read'} {os.fsdecode(path)}: only files in "
+                "their scratch directory (the current directory)"
+            )
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event in FORBIDDEN_EVENTS:
+            refuse(FORBIDDEN_EVENTS[event])
+        elif event == "socket.__new__" and args[1] != socket.AF_UNIX:
+            # Local socket pairs are how asyncio wakes itself; anything else reaches a network.
+            refuse(NO_NETWORK)
+        elif event in ("socket.connect", "socket.bind", "socket.sendto"):
+            address = args[1]
+            if not isinstance(address, str | bytes):
+                refuse(NO_NETWORK)
+            check_path(address, writing=True)
+        elif event == "open":
+            path, mode, flags = [*args, None, None, 0][:3]
+            writing = bool(mode and any(c in str(mode) for c in "wax+")) or bool((flags or 0) & WRITE_FLAGS)
+            check_path(path, writing)
+        elif event in FILE_EVENTS:
+            check_path(args[0] if args else None, writing=event not in ("os.listdir", "os.scandir"))
+
+    sys.addaudithook(hook)
+
+
+def _compile(sources: list[dict[str, Any]], build_builtin: Any) -> dict[str, Any]:
+    functions: dict[str, Any] = {}
+    for entry in sources:
+        if "builtin" in entry:
+            functions[entry["name"]] = build_builtin(entry["builtin"])
+            continue
+        filename = f"<{entry['path']}>"
+        linecache.cache[filename] = (len(entry["source"]), None, entry["source"].splitlines(keepends=True), filename)
+        namespace: dict[str, Any] = {"__name__": f"grpo_reward_{entry['name']}", "__builtins__": __builtins__}
+        exec(compile(entry["source"], filename, "exec"), namespace)
+        function = namespace.get(entry["function"])
+        if not callable(function):
+            raise NameError(f"the source does not define a callable {entry['function']!r}")
+        functions[entry["name"]] = function
+    return functions
+
+
+def _describe(error: BaseException, limit_mb: int) -> dict[str, Any]:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith("<reward_funcs[")]
+    where = ""
+    if frames:
+        frame = frames[-1]
+        code = f": {frame.line.strip()}" if frame.line else ""
+        where = f" ({frame.filename.strip('<>')} line {frame.lineno}{code})"
+    message = str(error)
+    if isinstance(error, MemoryError):
+        message = f"out of memory (the sandbox allows {limit_mb} MiB)"
+    return {
+        "type": type(error).__name__,
+        "message": message,
+        "where": where,
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+
+
+def _check(values: Any, expected: int) -> list[float | None]:
+    """One finite number (or None, TRL's 'leave it out') per completion, as JSON carries them."""
+    if not isinstance(values, list | tuple):
+        raise TypeError(f"returned {type(values).__name__}, not a list: return one float per completion")
+    if len(values) != expected:
+        raise ValueError(f"returned {len(values)} value(s) for {expected} completion(s): return one per completion")
+    checked: list[float | None] = []
+    for index, value in enumerate(values):
+        if value is None:
+            checked.append(None)
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise TypeError(f"returned {value!r} at index {index}: rewards must be finite numbers (or None)")
+        else:
+            checked.append(float(value))
+    return checked
+
+
+class _BadResult(Exception):
+    """The function returned, but not a usable list of rewards."""
+
+
+def call(function: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """Call a reward function as TRL does; the rewards, and what it asked to log."""
+    metrics: list[tuple[str, float]] = []
+    extras: list[tuple[str, list[Any]]] = []
+    kwargs = dict(request["kwargs"])
+    state = kwargs.pop("trainer_state", None)
+    kwargs["trainer_state"] = SimpleNamespace(**state) if isinstance(state, dict) else state
+    kwargs["log_metric"] = lambda name, value: metrics.append((str(name), float(value)))
+    kwargs["log_extra"] = lambda column, values: extras.append((str(column), list(values)))
+    result = function(**kwargs)
+    if inspect.isawaitable(result):
+        result = asyncio.run(result)  # type: ignore[arg-type]
+    try:
+        rewards = _check(result, len(kwargs["completions"]))
+    except (TypeError, ValueError) as error:
+        raise _BadResult(str(error)) from None
+    return {"rewards": rewards, "metrics": metrics, "extras": extras}
+
+
+def main() -> None:
+    protocol_in = sys.stdin
+    protocol_out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # what user code prints goes to the log, not into the protocol
+    for stream in (sys.stdout, sys.stderr):  # printed lines reach the log even when the sandbox is killed
+        stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    setup = json.loads(protocol_in.readline())
+    build_builtin: Any = None
+    if any("builtin" in entry for entry in setup["sources"]):
+        # The service's own built-ins (the API's preview runs them here too); imported before the hook, as trusted.
+        from worker.rewards import builtin
+
+        build_builtin = builtin.build_builtin_from_json
+    install_limits(setup["scratch"], setup["memory_mb"], setup["parent"])
+    install_audit_hook(setup["scratch"])
+    try:
+        functions = _compile(setup["sources"], build_builtin)
+    except BaseException as error:
+        protocol_out.write(json.dumps({"ready": False, "error": _describe(error, setup["memory_mb"])}) + "\n")
+        return
+    protocol_out.write(json.dumps({"ready": True}) + "\n")
+    for line in protocol_in:
+        request = json.loads(line)
+        try:
+            answer = {"id": request["id"], **call(functions[request["reward"]], request)}
+        except _BadResult as error:
+            answer = {"id": request["id"], "bad_result": str(error)}
+        except BaseException as error:
+            answer = {"id": request["id"], "error": _describe(error, setup["memory_mb"])}
+        sys.stdout.flush()
+        sys.stderr.flush()
+        protocol_out.write(json.dumps(answer, default=repr) + "\n")
+
+
+if __name__ == "__main__":
+    main()
