@@ -150,6 +150,11 @@ class PreviewOut(BaseModel):
         "failed."
     )
     output: str = Field(description="What the reward functions printed.")
+    sandbox: str | None = Field(
+        default=None,
+        description="What the worker's kernel enforced on the sandbox the rewards ran in (files, network, "
+        "processes); null when no sandbox started.",
+    )
 
 
 class FieldError(BaseModel):

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     reward_memory_mb: int = Field(
         default=2048, ge=256, description="Memory a reward sandbox (the Python rewards of one job) may use."
     )
+    reward_require_kernel_sandbox: bool = Field(
+        default=False,
+        description="Refuse to run Python rewards where the kernel cannot confine them (Landlock, seccomp); "
+        "by default they run with what the kernel offers, and the job's events say what that was.",
+    )
     preview_timeout_seconds: float = Field(
         default=10, gt=0, description="Longest one reward may take in POST /v1/rewards/preview (the caller waits)."
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,17 @@ def train(settings: Settings, database: Database, job_id: str, attempt: int, lin
         return Outcome(False, f"{type(error).__name__}: {error}", traceback.format_exc())
 
 
+def _note_confinement(database: Database, job_id: str, rewards: Rewards) -> None:
+    """Tell the job's events how its Python rewards are confined (it depends on the worker's kernel)."""
+    confinement = rewards.sandbox.confinement if rewards.sandbox is not None else None
+    if confinement is None:
+        return
+    with database.session() as session:
+        jobs.add_event(
+            session, job_id, "info", f"reward sandbox started: {confinement.describe()}", asdict(confinement)
+        )
+
+
 def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
     """The newest checkpoint an earlier attempt saved that is still on disk, with the metrics past it discarded
     (the resumed run logs them again). A later attempt with no checkpoint to use starts over."""
@@ -138,8 +149,13 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
         stage = "loading eval_dataset"
         eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset", find_file) if spec.eval_dataset else None
         stage = "starting the reward functions"
-        limits = SandboxLimits(settings.reward_timeout_seconds, settings.reward_memory_mb)
+        limits = SandboxLimits(
+            settings.reward_timeout_seconds,
+            settings.reward_memory_mb,
+            require_kernel=settings.reward_require_kernel_sandbox,
+        )
         rewards = build_reward_funcs(spec.reward_funcs, attempt_dir / "reward-sandbox", limits, sys.stderr)
+        _note_confinement(database, job_id, rewards)
         stage = "configuring GRPO (args)"
         config = build_config(spec, settings, attempt_dir)
         stage = "finding the model"

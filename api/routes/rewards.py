@@ -89,10 +89,11 @@ def preview(request: PreviewRequest, svc: ServicesDep) -> PreviewOut:
             min(settings.preview_timeout_seconds, settings.reward_timeout_seconds),
             settings.reward_memory_mb,
             "GRPO_PREVIEW_TIMEOUT_SECONDS",
+            settings.reward_require_kernel_sandbox,
         )
         inputs = PreviewInputs(request.completions, request.prompts, request.completion_ids, request.columns)
         result = preview_rewards(request.reward_funcs, inputs, limits)
     finally:
         slots.release()
     results = [RewardScoresOut.model_validate(r, from_attributes=True) for r in result.results]
-    return PreviewOut(results=results, total=_total(request, results), output=result.output)
+    return PreviewOut(results=results, total=_total(request, results), output=result.output, sandbox=result.confinement)

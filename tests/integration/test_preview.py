@@ -41,6 +41,9 @@ def test_the_seeds_rewards_score_as_the_seed_says(api_only: Service) -> None:
     assert all(r["error"] is None for r in result["results"])
     expected_total = [0.1 * a + b + 2 * c for a, b, c in zip(*scores.values(), strict=True)]
     assert result["total"] == pytest.approx(expected_total)
+    # The API's sandbox is confined by the kernel too, and says how.
+    assert "Landlock ABI" in result["sandbox"] and "seccomp" in result["sandbox"]
+    assert "not available here" not in result["sandbox"]
 
 
 def test_every_builtin_previews_with_its_params(api_only: Service) -> None:

@@ -135,3 +135,10 @@ def test_the_image_runs_as_a_non_root_user_with_grpo_as_entrypoint() -> None:
     assert 'ENTRYPOINT ["grpo"]' in DOCKERFILE
     for package_dir in ("api", "worker", "shared", "cli", "migrations"):
         assert f"COPY {package_dir} ./{package_dir}" in DOCKERFILE
+
+
+def test_the_image_has_what_the_reward_sandbox_confines_with() -> None:
+    # pyseccomp loads the system's libseccomp; without it the sandbox would run without its seccomp filter.
+    apt_install = re.search(r"apt-get install[^&]*", DOCKERFILE)
+    assert apt_install and "libseccomp2" in apt_install.group(0)
+    assert "pyseccomp" in (ROOT / "pyproject.toml").read_text()

@@ -62,6 +62,8 @@ class RewardScores:
 class Preview:
     results: list[RewardScores]
     output: str = ""
+    # What the kernel enforced on the sandbox (Confinement.describe()), when one started.
+    confinement: str | None = None
 
 
 def preview_rewards(specs: list[RewardSpec], inputs: PreviewInputs, limits: SandboxLimits) -> Preview:
@@ -81,9 +83,10 @@ def preview_rewards(specs: list[RewardSpec], inputs: PreviewInputs, limits: Sand
             finally:
                 sandbox.close()
         output = log_path.read_text(errors="replace")
+    confinement = sandbox.confinement.describe() if sandbox.confinement is not None else None
     if len(output) > MAX_OUTPUT_CHARS:
         output = output[:MAX_OUTPUT_CHARS] + f"\n[... {len(output) - MAX_OUTPUT_CHARS} more characters]"
-    return Preview(results, output)
+    return Preview(results, output, confinement)
 
 
 def _score_all(sandbox: Sandbox, specs: list[RewardSpec], inputs: PreviewInputs, results: list[RewardScores]) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from shared.reward_specs import BuiltinReward, PythonReward
+from worker.rewards.confinement import Confinement
 
 # Seconds a new sandbox gets to start and compile the sources (imports such as sympy take a moment).
 START_SECONDS = 60.0
@@ -32,6 +33,8 @@ class SandboxLimits:
     timeout_seconds: float = 120.0
     memory_mb: int = 2048
     timeout_setting: str = "GRPO_REWARD_TIMEOUT_SECONDS"
+    # Refuse to run reward code where the kernel cannot confine it (no Landlock or seccomp).
+    require_kernel: bool = False
 
 
 class RewardCallFailed(RuntimeError):
@@ -82,6 +85,8 @@ class Sandbox:
         self._process: subprocess.Popen[bytes] | None = None
         self._buffer = b""
         self._calls = 0
+        # What the kernel enforces on the sandbox, once it has started.
+        self.confinement: Confinement | None = None
 
     # --- the process ---
 
@@ -104,9 +109,19 @@ class Sandbox:
                 "memory_mb": self.limits.memory_mb,
                 "parent": os.getpid(),
                 "sources": self.sources,
+                "require_kernel": self.limits.require_kernel,
             }
         )
         ready = self._receive(START_SECONDS, "starting the reward sandbox")
+        if "confinement" in ready:
+            self.confinement = Confinement(**ready["confinement"])
+        if ready.get("error", {}).get("type") == "SandboxUnavailable":
+            self.close()
+            raise RewardCallFailed(
+                f"the reward sandbox cannot be confined by this kernel ({ready['error']['message']}), and "
+                "GRPO_REWARD_REQUIRE_KERNEL_SANDBOX is set: run the worker on Linux 5.13+ with Landlock enabled "
+                "and libseccomp installed, or unset it"
+            )
         if not ready.get("ready"):
             error = ready.get("error", {})
             self.close()

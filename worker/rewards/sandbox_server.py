@@ -1,9 +1,10 @@
 """The program inside a reward sandbox: `python -I -B -m worker.rewards.sandbox_server`.
 
 It is started with an empty environment in its own scratch directory. Before it runs any user code it limits its
-memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), and installs an audit hook
-that refuses sockets, new processes, ctypes, and any file outside its scratch directory and the Python
-installation. Then it compiles the users' reward sources and answers calls, one JSON line in and one out.
+memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), has the kernel confine it
+(`confinement.py`: Landlock and seccomp, for files, network and processes), and installs an audit hook that says
+the same rules in words a reward's author can act on. Then it compiles the users' reward sources and answers calls,
+one JSON line in and one out.
 
 Only the standard library, this file and (when the sandbox also hosts built-in rewards, as the API's preview asks)
 `worker.rewards.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
@@ -22,13 +23,14 @@ import numbers
 import os
 import resource
 import signal
-import site
 import socket
 import sys
-import sysconfig
 import traceback
+from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
+
+from worker.rewards.confinement import Confinement, confine, readable_roots
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -81,8 +83,15 @@ def _inside(path: str, roots: list[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def install_limits(scratch: str, memory_mb: int, parent: int) -> None:
-    """Memory, core dumps, file sizes, death with its parent, and (where the kernel allows it) no network at all."""
+def package_dirs() -> list[str]:
+    """The service's own code directories (built-in rewards import lazily from them)."""
+    worker_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return [worker_dir, os.path.join(os.path.dirname(worker_dir), "shared")]
+
+
+def install_limits(scratch: str, memory_mb: int, parent: int) -> Confinement:
+    """Memory, core dumps, file sizes, death with its parent, no network namespace where the kernel allows it,
+    then the kernel's confinement (files, network, processes)."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -95,29 +104,13 @@ def install_limits(scratch: str, memory_mb: int, parent: int) -> None:
     # An empty network namespace: needs root or unprivileged user namespaces; the audit hook does the rest.
     libc.unshare(CLONE_NEWNET)
     os.chdir(scratch)
+    return confine(scratch, package_dirs())
 
 
 def install_audit_hook(scratch: str) -> None:
     """Refuse the network, processes, ctypes, and files outside `scratch` and the Python installation."""
     scratch_root = os.path.realpath(scratch)
-    readable = sorted(
-        {
-            os.path.realpath(p)
-            for p in (
-                sys.prefix,
-                sys.base_prefix,
-                sys.exec_prefix,
-                sysconfig.get_paths()["stdlib"],
-                *site.getsitepackages(),
-                *[p for p in sys.path if p and os.path.isdir(p)],
-                "/usr/share/zoneinfo",
-                "/etc/localtime",
-                "/dev/null",
-                "/dev/urandom",
-            )
-        }
-        | {scratch_root}
-    )
+    readable = [*readable_roots(package_dirs()), scratch_root]
 
     def refuse(message: str) -> None:
         raise SandboxViolation(message)
@@ -242,14 +235,19 @@ def main() -> None:
         from worker.rewards import builtin
 
         build_builtin = builtin.build_builtin_from_json
-    install_limits(setup["scratch"], setup["memory_mb"], setup["parent"])
+    confinement = install_limits(setup["scratch"], setup["memory_mb"], setup["parent"])
     install_audit_hook(setup["scratch"])
+    if setup.get("require_kernel") and not confinement.complete:
+        refusal = {"type": "SandboxUnavailable", "message": confinement.describe(), "where": "", "traceback": ""}
+        protocol_out.write(json.dumps({"ready": False, "error": refusal, "confinement": asdict(confinement)}) + "\n")
+        return
     try:
         functions = _compile(setup["sources"], build_builtin)
     except BaseException as error:
-        protocol_out.write(json.dumps({"ready": False, "error": _describe(error, setup["memory_mb"])}) + "\n")
+        answer = {"ready": False, "error": _describe(error, setup["memory_mb"]), "confinement": asdict(confinement)}
+        protocol_out.write(json.dumps(answer) + "\n")
         return
-    protocol_out.write(json.dumps({"ready": True}) + "\n")
+    protocol_out.write(json.dumps({"ready": True, "confinement": asdict(confinement)}) + "\n")
     for line in protocol_in:
         request = json.loads(line)
         try:
