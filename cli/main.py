@@ -38,7 +38,10 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _prepare_database(settings: Settings) -> None:
-    """Migrate the embedded database on the fly; refuse to start on an unmigrated production one."""
+    """Migrate the embedded database on the fly; refuse to start on an unmigrated or unreachable production one."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import DBAPIError
+
     from shared.db import SchemaNotReady, migrate, require_schema
 
     if settings.database_url is None:
@@ -49,6 +52,10 @@ def _prepare_database(settings: Settings) -> None:
         require_schema(settings.effective_database_url)
     except SchemaNotReady as error:
         raise _fail(str(error)) from None
+    except DBAPIError as error:  # unreachable, refused, or a SQLite file whose folder does not exist
+        where = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+        reason = f"{type(error.orig).__name__}: {error.orig}" if error.orig is not None else str(error)
+        raise _fail(f"cannot open the database at {where} (GRPO_DATABASE_URL): {reason.strip()}") from None
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:

@@ -39,8 +39,14 @@ class PathDataset(_Strict):
     such path exists there, a dataset name on the Hub)."""
 
     path: str = Field(min_length=1, description="Path on the worker's filesystem.")
-    split: str = Field(default="train", description="Split to load.")
-    name: str | None = Field(default=None, description="Dataset configuration name (hub datasets).")
+    split: str = Field(
+        default="train",
+        description="The split of a save_to_disk folder with splits (a DatasetDict) to load; a file, or a single "
+        "saved dataset, is its one split.",
+    )
+    name: str | None = Field(
+        default=None, description="Dataset configuration name: for a dataset on the Hub (files and folders have none)."
+    )
     column_map: dict[str, str] | None = COLUMN_MAP
 
 
@@ -48,7 +54,7 @@ class HubDataset(_Strict):
     """A dataset on the Hugging Face Hub, as `datasets.load_dataset(hub, name, split=split)` loads it."""
 
     hub: str = Field(min_length=1, description="The dataset's name on the Hub, e.g. openai/gsm8k.")
-    split: str = Field(default="train")
+    split: str = Field(default="train", description="Split to load.")
     name: str | None = Field(default=None, description="Dataset configuration name, e.g. main.")
     column_map: dict[str, str] | None = COLUMN_MAP
 

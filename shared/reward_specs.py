@@ -67,7 +67,9 @@ class FormatParams(_Strict):
         "newline).",
     )
     min_reasoning_chars: int = Field(default=20, ge=0, description="Reasoning longer than this earns full credit.")
-    full_credit: float = 1.0
+    full_credit: float = Field(
+        default=1.0, description="For the right format with reasoning longer than `min_reasoning_chars` and an answer."
+    )
     partial_credit: float = Field(default=0.5, description="For the right format with thin reasoning or no answer.")
 
     @field_validator("pattern")
@@ -87,10 +89,10 @@ class FormatReward(_Builtin):
 
 class RegexParams(_Strict):
     pattern: str = Field(min_length=1, description="A Python regular expression.")
-    match_score: float = 1.0
-    miss_score: float = 0.0
+    match_score: float = Field(default=1.0, description="The score of a completion the pattern matches.")
+    miss_score: float = Field(default=0.0, description="The score of a completion the pattern does not match.")
     fullmatch: bool = Field(default=False, description="The whole completion must match, not just a part of it.")
-    ignore_case: bool = False
+    ignore_case: bool = Field(default=False, description="Match letters regardless of case.")
 
     @field_validator("pattern")
     @classmethod
@@ -121,7 +123,7 @@ class AccuracyReward(_Builtin):
 class ExactMatchParams(_Strict):
     column: str = Field(default="answer", description="The dataset column to compare with.")
     strip: bool = Field(default=True, description="Ignore surrounding whitespace.")
-    ignore_case: bool = False
+    ignore_case: bool = Field(default=False, description="Compare letters regardless of case.")
 
 
 class ExactMatchReward(_Builtin):
@@ -209,7 +211,9 @@ class ModelReward(_Strict):
     TRL logs it under the last part of its path (`rewards/<that>/mean`)."""
 
     type: Literal["model"]
-    model: str = Field(min_length=1)
+    model: str = Field(
+        min_length=1, description="A local path or hub id of a sequence-classification model with one label."
+    )
 
     @property
     def reward_name(self) -> str:

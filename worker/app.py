@@ -45,22 +45,25 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     return app, context
 
 
+def worker_argv(settings: Settings, hostname: str, loglevel: str = "INFO") -> list[str]:
+    """The `celery worker` command line a grpo worker runs: one job at a time (the solo pool, prefetch 1)."""
+    return [
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        "--prefetch-multiplier=1",
+        f"--queues={settings.queue}",
+        f"--hostname={hostname}",
+        f"--loglevel={loglevel}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+
+
 def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run a worker in the foreground: one job at a time (solo pool), each trained in its own child process."""
     from worker.training_process import start_forkserver
 
     start_forkserver()
     app, context = create_worker_app(settings)
-    app.worker_main(
-        [
-            "worker",
-            "--pool=solo",
-            "--concurrency=1",
-            "--prefetch-multiplier=1",
-            f"--queues={settings.queue}",
-            f"--hostname={context.name}",
-            f"--loglevel={loglevel}",
-            "--without-gossip",
-            "--without-mingle",
-        ]
-    )
+    app.worker_main(worker_argv(settings, context.name, loglevel))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets.exceptions import DatasetGenerationError
 
 from shared.dataset_specs import DatasetSpec, FileDataset, HubDataset, InlineDataset, PathDataset
 from shared.models import UploadedFile
@@ -44,25 +45,53 @@ def _load(spec: DatasetSpec, field: str, find_file: FileLookup) -> Dataset:
     if isinstance(spec, FileDataset):
         return _load_upload(spec, field, find_file)
     if isinstance(spec, HubDataset):
-        return _load_hub(spec.hub, spec.name, spec.split)
+        return _load_hub(spec.hub, spec.name, spec.split, f"{field}.hub {spec.hub!r}")
     assert isinstance(spec, PathDataset)
+    where = f"{field}.path {spec.path!r}"
     path = Path(spec.path).expanduser()
     if path.is_dir():
-        loaded = load_from_disk(str(path))
-        if isinstance(loaded, DatasetDict):
-            if spec.split not in loaded:
-                raise DatasetProblem(f"{spec.path} has no split {spec.split!r} (it has {', '.join(loaded)})")
-            return loaded[spec.split]
-        return loaded
+        return _load_folder(path, spec.split, where)
     if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise DatasetProblem(
-                f"{spec.path}: unknown file type {path.suffix!r}: use one of {', '.join(FILE_BUILDERS)}"
-            )
-        return load_dataset(builder, data_files={spec.split: str(path)}, split=spec.split)
-    # Neither a file nor a folder here: a dataset on the Hub.
-    return _load_hub(spec.path, spec.name, spec.split)
+        return _load_file(path, spec.split, where)
+    if _is_filesystem_path(spec.path):
+        raise DatasetProblem(
+            f"{where} does not exist on this worker: give a {', '.join(FILE_BUILDERS)} file or a save_to_disk "
+            "folder that the worker can read (a path on the worker's own disk, not the client's)"
+        )
+    # Neither a file nor a folder here, and it could be a name on the Hub.
+    return _load_hub(spec.path, spec.name, spec.split, where, tried_disk=True)
+
+
+def _is_filesystem_path(path: str) -> bool:
+    """True for what can only be a path, never a dataset name on the Hub (`owner/name`)."""
+    return path.startswith(("/", "./", "../", "~")) or Path(path).suffix.lower() in FILE_BUILDERS
+
+
+def _load_folder(path: Path, split: str, where: str) -> Dataset:
+    try:
+        loaded = load_from_disk(str(path))
+    except Exception as error:
+        raise DatasetProblem(
+            f"{where} is a folder but not one that datasets' save_to_disk wrote ({_reason(error)}): give the "
+            "folder save_to_disk wrote, or a data file"
+        ) from error
+    if not isinstance(loaded, DatasetDict):
+        return loaded  # a single dataset: it has no splits to choose from
+    if split not in loaded:
+        raise DatasetProblem(f"{where} has no split {split!r}: set split to one of {', '.join(loaded)}")
+    return loaded[split]
+
+
+def _load_file(path: Path, split: str, where: str) -> Dataset:
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise DatasetProblem(f"{where} has an unknown file type {path.suffix!r}: use one of {', '.join(FILE_BUILDERS)}")
+    if path.stat().st_size == 0:
+        raise DatasetProblem(f"{where} is an empty file")
+    try:
+        return load_dataset(builder, data_files={split: str(path)}, split=split)
+    except Exception as error:
+        raise DatasetProblem(f"{where} could not be read as a {path.suffix} file: {_reason(error)}") from error
 
 
 def _load_upload(spec: FileDataset, field: str, find_file: FileLookup) -> Dataset:
@@ -74,13 +103,39 @@ def _load_upload(spec: FileDataset, field: str, find_file: FileLookup) -> Datase
             f"the bytes of {spec.file_id} ({uploaded.path}) are not on this worker's disk: workers and the API "
             "must share GRPO_DATA_DIR"
         )
-    dataset = load_dataset(FORMAT_BUILDERS[uploaded.format], data_files={"train": uploaded.path}, split="train")
+    try:
+        dataset = load_dataset(FORMAT_BUILDERS[uploaded.format], data_files={"train": uploaded.path}, split="train")
+    except Exception as error:
+        raise DatasetProblem(f"{field}.file_id {spec.file_id!r} could not be read: {_reason(error)}") from error
     column_map = {old: new for old, new in (uploaded.column_map or {}).items() if old in dataset.column_names}
     return dataset.rename_columns(column_map) if column_map else dataset
 
 
-def _load_hub(name: str, config: str | None, split: str) -> Dataset:
-    dataset = load_dataset(name, config, split=split)
+def _load_hub(name: str, config: str | None, split: str, where: str, tried_disk: bool = False) -> Dataset:
+    details = f"name {config!r}, split {split!r}" if config else f"split {split!r}"
+    if tried_disk:
+        what = f"{where} is not a file or folder on this worker, and as a dataset on the Hub ({details}) it"
+    else:
+        what = f"{where} ({details})"
+    try:
+        dataset = load_dataset(name, config, split=split)
+    except Exception as error:
+        hint = ""
+        if isinstance(error, ConnectionError) or "offline" in str(error).lower():
+            hint = (
+                ": this worker cannot reach the Hugging Face Hub (no network, or HF_HUB_OFFLINE is set); save the "
+                "dataset with save_to_disk where the Hub can be reached, and give the folder's path on the worker"
+            )
+        raise DatasetProblem(f"{what} could not be loaded from the Hugging Face Hub: {_reason(error)}{hint}") from error
     if not isinstance(dataset, Dataset):
-        raise DatasetProblem(f"{name} split {split!r} is not a plain dataset (streaming is not supported)")
+        raise DatasetProblem(f"{what} is not a plain dataset (streaming is not supported)")
     return dataset
+
+
+def _reason(error: BaseException) -> str:
+    """What went wrong, in the words of the error that caused it: `datasets` wraps a parse error of the file in a
+    DatasetGenerationError that says only 'An error occurred while generating the dataset'."""
+    while isinstance(error, DatasetGenerationError) and error.__cause__ is not None:
+        error = error.__cause__
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

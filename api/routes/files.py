@@ -2,7 +2,7 @@
 
 An upload is checked whole (see `shared.files`) before anything is kept; the bytes go to the data dir, the
 database keeps what the API shows. A request larger than `GRPO_MAX_UPLOAD_MB` is refused from its Content-Length,
-before its body is read.
+before its body is read; one sent without a Content-Length as soon as what arrived passes the limit.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.routing import APIRoute
+from starlette.types import Message, Receive
 
 from api.deps import Services, services
 from api.errors import ApiError, not_found
@@ -42,18 +43,55 @@ def _too_large(limit_mb: int) -> ApiError:
     )
 
 
+class _BodyTooLarge(Exception):
+    """Raised into the form parser when a request's body passes the upload limit."""
+
+
+class _LimitedReceive:
+    """A request's receive channel that stops handing the body on once it passes `limit` bytes.
+
+    A body sent without a Content-Length (chunked) would otherwise be spooled whole to the API's temporary disk
+    by the form parser before the endpoint could refuse it. uvicorn reads and drops the rest of a body whose
+    request was already answered, so the client, still sending, gets the 413.
+    """
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._size = 0
+        self.exceeded = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._size += len(message.get("body", b""))
+            if self._size > self._limit:
+                self.exceeded = True
+                raise _BodyTooLarge
+        return message
+
+
 class UploadLimitRoute(APIRoute):
-    """A route that refuses a body over the upload limit from its Content-Length, before reading (and spooling) it."""
+    """A route that refuses a body over the upload limit: from its Content-Length before reading (and spooling)
+    it, or, sent without one, as soon as the bytes received pass the limit."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def limited(request: Request) -> Response:
             limit_mb = services(request).settings.max_upload_mb
+            limit = limit_mb * MIB + FORM_OVERHEAD
             length = request.headers.get("content-length", "")
-            if length.isdigit() and int(length) > limit_mb * MIB + FORM_OVERHEAD:
+            if length.isdigit() and int(length) > limit:
                 raise _too_large(limit_mb)
-            return await handler(request)
+            receive = _LimitedReceive(request.receive, limit)
+            try:
+                return await handler(Request(request.scope, receive))
+            except Exception:
+                # FastAPI reports a failed form parse as a 400: say what it was.
+                if receive.exceeded:
+                    raise _too_large(limit_mb) from None
+                raise
 
         return limited
 

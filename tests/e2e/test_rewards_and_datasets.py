@@ -1,12 +1,15 @@
 """Rewards and datasets through the whole service: an uploaded JSONL file trained on with weighted rewards whose
-per-reward metrics reach the metrics endpoint; a reward model; and reward functions that break out of their sandbox
-each failing their own job while the worker goes on to the next."""
+per-reward metrics reach the metrics endpoint; a JSONL file and a save_to_disk folder's split on the worker's disk
+trained and evaluated on, and a Hub dataset the offline worker cannot fetch; a reward model; and reward functions
+that break out of their sandbox (of a service whose environment holds secrets) each failing their own job while the
+worker goes on to the next."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.processes import Service, base_env
@@ -70,6 +73,71 @@ def test_an_uploaded_jsonl_trains_with_weighted_rewards_and_per_reward_metrics(
     assert service.http.delete(f"/v1/files/{file_id}").status_code == 200  # the job is done with it
 
 
+# Each prompt says where it comes from, and so does its `answer` column (after the column maps): a reward that scores
+# the source shows which dataset, which split and which columns reached the trainer, row by row.
+ORIGIN = python_reward(
+    "def origin(prompts, answer, **kwargs):\n"
+    "    scores = {'jsonl': 1.0, 'disk-train': 2.0, 'disk-test': 3.0}\n"
+    "    return [scores[a] if p.startswith(a + ':') else -100.0 for p, a in zip(prompts, answer)]\n"
+)
+
+
+def test_jobs_train_from_a_jsonl_path_and_a_save_to_disk_split(
+    embedded_service: Service, tiny_model: Path, tmp_path: Path
+) -> None:
+    from datasets import Dataset, DatasetDict
+
+    jsonl = tmp_path / "questions.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"question": f"jsonl: {q['question']}", "solution": "jsonl"}) + "\n" for q in QUESTIONS)
+    )
+    folder = tmp_path / "saved"
+    DatasetDict(
+        {
+            split: Dataset.from_list([{"q": f"disk-{split}: {q['question']}", "a": f"disk-{split}"} for q in QUESTIONS])
+            for split in ("train", "test")
+        }
+    ).save_to_disk(str(folder))
+    from_disk = {"path": str(folder), "split": "test", "column_map": {"q": "prompt", "a": "answer"}}
+
+    # A JSONL file with a column_map to train on, the folder's test split to evaluate on.
+    spec = job_spec(
+        tiny_model,
+        train_dataset={"path": str(jsonl), "column_map": {"question": "prompt", "solution": "answer"}},
+        eval_dataset=from_disk,
+        reward_funcs=[ORIGIN],
+    )
+    spec["args"].update(eval_strategy="steps", eval_steps=4, per_device_eval_batch_size=4)
+    jsonl_job = embedded_service.submit(spec)
+    # The folder's test split (not its default, train) to train on.
+    disk_job = embedded_service.submit(job_spec(tiny_model, train_dataset=from_disk, reward_funcs=[ORIGIN]))
+    # And a dataset on the Hub, which this offline worker cannot fetch.
+    hub_job = embedded_service.submit(job_spec(tiny_model, train_dataset={"hub": "openai/gsm8k", "name": "main"}))
+
+    for job in (jsonl_job, disk_job):
+        final = embedded_service.wait_finished(job["id"])
+        assert final["status"] == "succeeded", f"{final['error']}\n{embedded_service.logs()}"
+    points = embedded_service.all_metrics(jsonl_job["id"])
+    assert [p["step"] for p in points] == list(range(1, 9))
+    assert all(p["metrics"]["rewards/origin/mean"] == 1.0 for p in points), points  # every prompt from the file
+    evaluated = {p["step"]: p["metrics"]["eval_rewards/origin/mean"] for p in points if "eval_reward" in p["metrics"]}
+    assert evaluated == {4: 3.0, 8: 3.0}  # every eval prompt from the folder's test split
+    disk_points = embedded_service.all_metrics(disk_job["id"])
+    assert [p["step"] for p in disk_points] == list(range(1, 9))
+    assert all(p["metrics"]["rewards/origin/mean"] == 3.0 for p in disk_points), disk_points
+
+    hub_final = embedded_service.wait_finished(hub_job["id"])
+    assert hub_final["status"] == "failed"
+    assert hub_final["error"].startswith(
+        "loading train_dataset: train_dataset.hub 'openai/gsm8k' (name 'main', split 'train') could not be loaded "
+        "from the Hugging Face Hub: ConnectionError: Couldn't reach 'openai/gsm8k' on the Hub (OfflineModeIsEnabled): "
+        "this worker cannot reach the Hugging Face Hub"
+    ), hub_final["error"]
+    assert "Traceback" not in hub_final["error"]
+    (error_event,) = [e for e in embedded_service.events(hub_job["id"]) if e["kind"] == "error"]
+    assert "ConnectionError" in error_event["data"]["traceback"]  # the traceback is kept, in the job's events
+
+
 def test_a_reward_model_scores_completions(
     embedded_service: Service, tiny_model: Path, tiny_reward_model: Path
 ) -> None:
@@ -83,6 +151,7 @@ def test_a_reward_model_scores_completions(
     assert len(set(means)) > 1  # a real model's scores of different completions, not a constant
 
 
+SECRET = "hf_secret-token-the-rewards-must-not-see"
 ESCAPES = {
     "socket": (
         "    import socket\n    socket.create_connection(('127.0.0.1', 5432))\n",
@@ -91,6 +160,13 @@ ESCAPES = {
     "environment": (
         "    import os\n    return [float(len(os.environ['GRPO_DATABASE_URL'])) for c in completions]\n",
         "raised KeyError: 'GRPO_DATABASE_URL'",
+    ),
+    "whole_environment": (  # any variable whose name or value gives away the service's settings or a token
+        "    import os\n"
+        "    seen = sorted(k for k, v in os.environ.items() if 'GRPO' in k or 'TOKEN' in k or {secret!r} in v or "
+        "{database_url!r} in v)\n"
+        "    raise RuntimeError('saw ' + repr(seen) + ' among ' + str(len(os.environ)) + ' variables')\n",
+        "raised RuntimeError: saw [] among ",
     ),
     "parent_environment": (
         "    import os\n    open(f'/proc/{os.getppid()}/environ').read()\n",
@@ -111,14 +187,26 @@ ESCAPES = {
 def test_rewards_that_break_out_of_the_sandbox_fail_clearly_and_the_worker_runs_the_next_job(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    service = Service(base_env(tmp_path / "data", reward_timeout_seconds="3"), tmp_path)
+    data_dir = str(tmp_path / "data")
+    # The service's secrets are set, as in production: the database URL explicitly, and a token.
+    database_url = f"sqlite:///{data_dir}/grpo.sqlite"
+    env = base_env(tmp_path / "data", reward_timeout_seconds="3", database_url=database_url)
+    env["HF_TOKEN"] = SECRET
+    service = Service(env, tmp_path)
     try:
-        service.start_api("up")
-        data_dir = str(tmp_path / "data")
-        escapes = {
-            name: (body.replace("{data_dir!r}", repr(data_dir)), expected.replace("{data_dir}", data_dir))
-            for name, (body, expected) in ESCAPES.items()
-        }
+        migrate = service.start(["migrate"], "migrate")  # a database set explicitly is migrated first
+        assert migrate.process.wait(timeout=60) == 0, migrate.log()
+        up = service.start_api("up")
+        up.wait_for_log("ready.")
+        # The worker, whose training processes start the sandboxes, has them in its environment.
+        (worker,) = [p for p in psutil.Process(up.process.pid).children() if "worker" in p.cmdline()]
+        assert worker.environ()["GRPO_DATABASE_URL"] == database_url and worker.environ()["HF_TOKEN"] == SECRET
+        values = {"{data_dir!r}": repr(data_dir), "{secret!r}": repr(SECRET), "{database_url!r}": repr(database_url)}
+        escapes = {}
+        for name, (body, expected) in ESCAPES.items():
+            for placeholder, value in values.items():
+                body = body.replace(placeholder, value)
+            escapes[name] = (body, expected.replace("{data_dir}", data_dir))
         jobs = {
             name: service.submit(
                 job_spec(tiny_model, reward_funcs=[python_reward(f"def {name}(completions, **kwargs):\n{body}")])

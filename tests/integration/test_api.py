@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -103,6 +104,60 @@ def test_openapi_docs_and_health(api_only: Service) -> None:
     assert "swagger-ui" in api_only.http.get("/docs").text
     assert api_only.http.get("/healthz").json() == {"status": "ok"}
     assert api_only.http.get("/readyz").json() == {"status": "ok", "database": "ok"}
+
+
+# Each built-in reward and its parameters with their defaults, as the README's table lists them.
+REQUIRED = "(required)"
+BUILTIN_PARAMS: dict[str, dict[str, Any]] = {
+    "length": {"ideal_length": 20},
+    "format": {
+        "pattern": r"<think>(.*?)</think>\s*<answer>(.*?)</answer>",
+        "min_reasoning_chars": 20,
+        "full_credit": 1.0,
+        "partial_credit": 0.5,
+    },
+    "regex": {"pattern": REQUIRED, "match_score": 1.0, "miss_score": 0.0, "fullmatch": False, "ignore_case": False},
+    "accuracy": {"column": "answer"},
+    "exact_match": {"column": "answer", "strip": True, "ignore_case": False},
+    "json_valid": {"schema": None},
+}
+
+
+def test_openapi_documents_every_builtin_reward_and_each_of_its_params(api_only: Service) -> None:
+    schema = api_only.http.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        found: dict[str, Any] = components[node["$ref"].removeprefix("#/components/schemas/")]
+        return found
+
+    def reward_kinds(request_schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The reward_funcs members a request body takes, by built-in name (or by type for the others)."""
+        members = [resolve(m) for m in resolve(request_schema)["properties"]["reward_funcs"]["items"]["oneOf"]]
+        return {(m["properties"].get("name", {}).get("const") or m["properties"]["type"]["const"]): m for m in members}
+
+    jobs_body = schema["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    preview_body = schema["paths"]["/v1/rewards/preview"]["post"]["requestBody"]["content"]["application/json"]
+    kinds = reward_kinds(jobs_body)
+    assert set(kinds) == {*BUILTIN_PARAMS, "python", "model"}
+    assert reward_kinds(preview_body["schema"]) == kinds  # the preview takes the same rewards
+    for name, expected in BUILTIN_PARAMS.items():
+        reward = kinds[name]
+        assert reward["properties"]["type"]["const"] == "builtin", name
+        assert len(reward.get("description", "")) > 20, f"{name} has no description"
+        assert reward["properties"]["label"]["description"], name
+        params = resolve(reward["properties"]["params"])
+        assert set(params["properties"]) == set(expected), name
+        assert params.get("required", []) == [p for p, default in expected.items() if default == REQUIRED]
+        for param, default in expected.items():
+            documented = params["properties"][param]
+            assert len(documented.get("description", "")) > 10, f"{name}.params.{param} has no description"
+            if default != REQUIRED:
+                assert documented.get("default") == default, f"{name}.params.{param}"
+    for other in ("python", "model"):
+        assert kinds[other]["description"], other
+        for field, documented in kinds[other]["properties"].items():
+            assert field == "type" or documented.get("description"), f"{other}.{field} has no description"
 
 
 def test_an_unreachable_broker_is_a_503_and_the_job_keeps_its_reason(tmp_path: Path) -> None:

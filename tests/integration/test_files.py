@@ -3,8 +3,12 @@ numbers that store nothing, the size limit, and deletes refused while a job uses
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import secrets
+import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,7 @@ from tests.processes import Service, base_env
 from tests.specs import job_spec
 from tests.store import new_job
 
+MIB = 2**20
 ROWS = [{"prompt": "What is 2+2?", "answer": "4"}, {"prompt": "What is 3+3?", "answer": "6"}]
 CHAT_ROWS = [{"prompt": [{"role": "user", "content": r["prompt"]}], "answer": r["answer"]} for r in ROWS]
 
@@ -134,6 +139,69 @@ def test_an_upload_over_the_limit_is_a_413(tmp_path: Path) -> None:
         assert "GRPO_MAX_UPLOAD_MB" in response.json()["error"]["message"]
         assert upload(service, "small.jsonl", jsonl(ROWS)).status_code == 201  # the server is fine
         assert len(stored_files(service)) == 1
+    finally:
+        service.stop()
+
+
+def chunked_multipart(
+    name: str, content: bytes, chunk: int = 64 * 1024, on_chunk: Callable[[], None] = lambda: None
+) -> tuple[Iterator[bytes], str]:
+    """A multipart body with one `file` part, as a generator (httpx sends it chunked, with no Content-Length);
+    `on_chunk` runs before each chunk of the file is sent."""
+    boundary = secrets.token_hex(16)
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+
+    def parts() -> Iterator[bytes]:
+        yield head
+        for start in range(0, len(content), chunk):
+            on_chunk()
+            yield content[start : start + chunk]
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    return parts(), f"multipart/form-data; boundary={boundary}"
+
+
+def largest_open_file(pid: int) -> int:
+    """The size of the largest regular file process `pid` has open (deleted temporary files included)."""
+    sizes = [0]
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            info = fd.stat()
+            if stat.S_ISREG(info.st_mode):
+                sizes.append(info.st_size)
+    return max(sizes)
+
+
+def test_a_chunked_upload_over_the_limit_is_a_413_and_stores_nothing(tmp_path: Path) -> None:
+    service = Service(base_env(tmp_path / "data", max_upload_mb="1"), tmp_path)
+    try:
+        api = service.start_api("serve")
+        # About 16 MB (a valid dataset but for its size): more than the socket buffers between the client and the
+        # API hold, so that the API has received most of it by the time the last chunk is sent.
+        big = jsonl([{"prompt": "x" * 1000}] * 16_000)
+        spooled: list[int] = []
+        body, content_type = chunked_multipart(
+            "big.jsonl", big, on_chunk=lambda: spooled.append(largest_open_file(api.process.pid))
+        )
+        request = service.http.build_request("POST", "/v1/files", content=body, headers={"content-type": content_type})
+        assert "content-length" not in request.headers and request.headers["transfer-encoding"] == "chunked"
+        response = service.http.send(request)
+        assert response.status_code == 413, response.text
+        assert "larger than this service takes (1 MiB)" in response.json()["error"]["message"]
+        # The API stopped keeping the body once it passed the limit: it never held much more than 1 MiB of it.
+        assert max(spooled) < 2 * MIB, max(spooled)
+        assert service.http.get("/v1/files").json()["data"] == []
+        assert stored_files(service) == []
+        incoming = Path(service.env["GRPO_DATA_DIR"]) / "files" / ".incoming"
+        assert not incoming.exists() or list(incoming.iterdir()) == []
+        # The same way of sending works for a file under the limit: the 413 was the size, not the chunking.
+        body, content_type = chunked_multipart("small.jsonl", jsonl(ROWS))
+        small = service.http.post("/v1/files", content=body, headers={"content-type": content_type})
+        assert small.status_code == 201, small.text
+        assert small.json()["rows"] == 2 and len(stored_files(service)) == 1
     finally:
         service.stop()
 
