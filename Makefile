@@ -7,7 +7,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.installed-stamp
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench clean chromium
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)  ## the embedded service, a tiny model, a real GRPO job: watch reward and kl move
 	HF_HUB_OFFLINE=1 $(BIN)/grpo demo
 
-test: lint  ## lint, then every test (unit, integration on Postgres + Redis, end to end)
+test: lint chromium  ## lint, then every test (unit, integration on Postgres + Redis, end to end, the dashboard in Chromium)
 	$(BIN)/pytest
+
+# The dashboard's tests drive Debian's Chromium (Playwright's own browser download cannot run offline): installed
+# here when missing and this runs as root; otherwise the message says what to install.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& echo "installing Debian's chromium for the dashboard tests" \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+		|| { echo "the dashboard tests need Chromium: install it (Debian/Ubuntu: apt-get install chromium)"; exit 1; }
 
 bench: $(STAMP)  ## the benchmarks of BENCHMARKS.md (about 8 minutes; needs Postgres, Redis and wrk, which it installs)
 	$(BIN)/python -m bench

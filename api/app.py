@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import checkpoints, files, health, jobs, rewards
+from api.routes import checkpoints, dashboard, files, health, jobs, operators, rewards, stream, watching
 from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
@@ -14,8 +15,10 @@ from shared.settings import Settings, load_settings
 DESCRIPTION = """
 GRPO fine-tuning as a service. POST a job spec (`GRPOTrainer`'s own arguments as JSON), then poll
 `GET /v1/jobs/{id}/metrics?after_step=N` to watch `reward`, `reward_std`, `kl` and everything else TRL logs.
-Upload prompt datasets with `POST /v1/files`; try reward functions on completions with
-`POST /v1/rewards/preview` before spending GPU time.
+Follow a job live with `GET /v1/jobs/{id}/stream` (Server-Sent Events), read what the model writes with
+`GET /v1/jobs/{id}/samples`, or open the dashboard at `/`. Upload prompt datasets with `POST /v1/files`; try
+reward functions on completions with `POST /v1/rewards/preview` before spending GPU time. Operators: `/metrics`
+(Prometheus) and `GET /v1/workers`.
 """
 
 
@@ -30,6 +33,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(checkpoints.router)
+    app.include_router(stream.router)
+    app.include_router(watching.router)
     app.include_router(files.router)
     app.include_router(rewards.router)
+    app.include_router(operators.router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

@@ -33,6 +33,7 @@ class JobOut(BaseModel):
         "A client polling metrics that sees `attempt` change should continue from after this step."
     )
     heartbeat_at: datetime | None = Field(description="When the worker last renewed its claim on the job.")
+    metadata: dict[str, str] | None = Field(description="The labels the job was submitted with.")
     latest_metrics: dict[str, Any] | None = Field(description="Everything TRL logged at the latest step.")
     summary: dict[str, Any] | None = Field(description="TRL's end-of-training log: train_runtime, train_loss, ...")
     spec: dict[str, Any]
@@ -55,6 +56,53 @@ class MetricPointOut(BaseModel):
 class MetricPage(BaseModel):
     data: list[MetricPointOut]
     has_more: bool = Field(description="More points follow: ask again with after_step = the last step here.")
+
+
+class SampleOut(BaseModel):
+    """One completion the trainer generated at a logged step, as TRL gathered it for `log_completions`."""
+
+    step: int
+    index: int = Field(description="Its place among the step's samples (the first of the generation batch first).")
+    prompt: Any = Field(description="Text, or chat messages.")
+    completion: Any = Field(description="Text, or chat messages.")
+    rewards: dict[str, float | None] = Field(description="Each reward function's score, by the name TRL logs.")
+    advantage: float | None
+
+
+class SamplePage(BaseModel):
+    data: list[SampleOut]
+    has_more: bool = Field(description="More samples follow: ask again with after_step = the last step here.")
+
+
+class SeriesOut(BaseModel):
+    """Metrics as chart series: one x (step) per point, one value per key and point (null: not logged there)."""
+
+    keys: list[str]
+    steps: list[int] = Field(description="Steps; a downsampled point stands for the bucket starting at it.")
+    values: dict[str, list[float | None]]
+    points: int = Field(description="Points in the range, before downsampling.")
+    downsampled: bool = Field(description="Each value is the mean over `bucket_steps` steps.")
+    bucket_steps: int
+    from_step: int | None
+    to_step: int | None
+
+
+class WorkerOut(BaseModel):
+    """A worker process, from its registration and heartbeats."""
+
+    name: str
+    hostname: str
+    pid: int
+    alive: bool = Field(description="Heartbeat recent, and not stopped.")
+    current_job: str | None
+    devices: dict[str, Any] | None
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+
+
+class WorkerList(BaseModel):
+    data: list[WorkerOut]
 
 
 class CheckpointOut(BaseModel):

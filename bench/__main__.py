@@ -1,8 +1,8 @@
 """`python -m bench [--smoke] [--only NAME,...]`: run the benchmarks, write bench/results.json and BENCHMARKS.md.
 
 Every figure is measured beside its baseline in the same run (the machines are shared and noisy): bare TRL for
-training, a bare Celery no-op task for dispatch, /healthz for the API, a bulk INSERT for ingest, a bare Python
-start for the reward preview.
+training, a bare Celery no-op task for dispatch, /healthz for the API and the dashboard's series, a bulk INSERT for
+ingest, a bare Python start for the reward preview, polling for the live stream.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead, preview
+from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead, preview, series
 from bench.common import FULL, SMOKE, Sizes
 from bench.report import render_markdown
 
@@ -31,6 +31,7 @@ SECTIONS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "ingest": ingest.run,
     "memory": memory.run,
     "preview": preview.run,
+    "series": series.run,
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -35,6 +35,7 @@ class Sizes:
     load_seconds: int
     ingest_points: int
     memory_jobs: int
+    series_points: int
 
 
 FULL = Sizes(
@@ -48,6 +49,7 @@ FULL = Sizes(
     load_seconds=10,
     ingest_points=100_000,
     memory_jobs=20,
+    series_points=100_000,
 )
 SMOKE = Sizes(
     training_steps=5,
@@ -60,6 +62,7 @@ SMOKE = Sizes(
     load_seconds=1,
     ingest_points=500,
     memory_jobs=2,
+    series_points=3000,
 )
 
 

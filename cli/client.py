@@ -11,6 +11,20 @@ import httpx
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 
 
+def sse_messages(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """The messages of a `text/event-stream` response (GET /v1/jobs/{id}/stream) as they arrive, each a dict of
+    its fields (`event`, `data`, `id`); keep-alive comments are skipped."""
+    message: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if message:
+                yield message
+            message = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            message[name] = message.get(name, "") + value.removeprefix(" ")
+
+
 class ApiRefused(RuntimeError):
     """The API answered with an error; `errors` lists the field problems of a 422."""
 
@@ -64,6 +78,23 @@ class Client:
         """POST /v1/jobs/{id}/{action}: cancel, pause or resume."""
         job: dict[str, Any] = _check(self.http.post(f"/v1/jobs/{job_id}/{action}"))
         return job
+
+    def jobs(
+        self, limit: int = 20, status: str | None = None, metadata: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The newest jobs, filtered by status and `key=value` labels."""
+        params: dict[str, Any] = {"limit": limit, "metadata": metadata or []}
+        if status:
+            params["status"] = status
+        page: dict[str, Any] = _check(self.http.get("/v1/jobs", params=params))
+        return list(page["data"])
+
+    def latest_sample(self, job_id: str) -> dict[str, Any] | None:
+        """The first sample of the job's newest sampled step, or None."""
+        page: dict[str, Any] = _check(
+            self.http.get(f"/v1/jobs/{job_id}/samples", params={"latest": "true", "limit": 1})
+        )
+        return page["data"][0] if page["data"] else None
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         page: dict[str, Any] = _check(self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}))

@@ -182,12 +182,23 @@ def _print_refusal(error: ApiRefused) -> None:
         err_console.print(f"  - {problem['message']}", highlight=False)
 
 
-def _watch(client: Client, job_id: str) -> dict[str, Any]:
-    def on_status(job: dict[str, Any]) -> None:
-        console.print(f"[bold]{job['id']}[/bold] is {job['status']}", highlight=False)
+# `grpo watch` and `grpo submit --watch` exit with the job's end: 0 succeeded, 1 failed, 3 cancelled.
+EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
 
-    print_progress(console, client.follow(job_id, on_status=on_status))
-    job = client.job(job_id)
+
+def _watch(client: Client, job_id: str) -> dict[str, Any]:
+    """Follow a job until it ends: a live view in a terminal, a row per step elsewhere (logs, pipes)."""
+    if console.is_terminal:
+        from cli.live import watch_live
+
+        job = watch_live(console, client, job_id)
+    else:
+
+        def on_status(job: dict[str, Any]) -> None:
+            console.print(f"[bold]{job['id']}[/bold] is {job['status']}", highlight=False)
+
+        print_progress(console, client.follow(job_id, on_status=on_status))
+        job = client.job(job_id)
     if job["status"] == "failed":
         err_console.print(f"[red]job failed:[/red] {job['error']}", highlight=False)
     else:
@@ -211,18 +222,74 @@ def submit(
     console.print(job["id"], highlight=False)
     if watch:
         final = _watch(client, job["id"])
-        raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+        raise typer.Exit(EXIT_CODES[final["status"]])
 
 
 @app.command()
 def watch(job_id: str, url: UrlOption = None) -> None:
-    """Print a job's metrics step by step (step, reward, reward_std, kl, completion length) until it ends."""
+    """Follow a job until it ends: in a terminal, a live view (progress and ETA, the latest metrics, a reward
+    sparkline, the newest sample); elsewhere a row per step (step, reward, reward_std, kl, completion length, loss).
+    Exits 0 when the job succeeded, 1 when it failed, 3 when it was cancelled."""
     client = Client(url or load_settings().api_url)
     try:
         final = _watch(client, job_id)
     except ApiRefused as error:
         raise _fail(str(error)) from None
-    raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+    raise typer.Exit(EXIT_CODES[final["status"]])
+
+
+@app.command("jobs")
+def list_jobs(
+    url: UrlOption = None,
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status.")] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option(help="Only jobs with this label (key=value); repeatable.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many of the newest jobs.")] = 20,
+) -> None:
+    """List the newest jobs: id, name, status, step, latest reward, age."""
+    from rich.table import Table
+
+    client = Client(url or load_settings().api_url)
+    try:
+        found = client.jobs(limit=limit, status=status, metadata=metadata)
+    except ApiRefused as error:
+        raise _fail(str(error)) from None
+    table = Table("id", "name", "status", "step", "reward", "created", box=None, header_style="bold")
+    for job in found:
+        step = "" if job["latest_step"] is None else str(job["latest_step"])
+        if job["total_steps"]:
+            step += f"/{job['total_steps']}"
+        reward = (job.get("latest_metrics") or {}).get("reward")
+        table.add_row(
+            job["id"],
+            job["name"] or "",
+            job["status"],
+            step,
+            "" if reward is None else f"{reward:.4g}",
+            job["created_at"][:19].replace("T", " "),
+        )
+    console.print(table if found else "no jobs", highlight=False)
+
+
+@app.command()
+def events(job_id: str, url: UrlOption = None) -> None:
+    """Print a job's timeline: state changes, attempts, resumes, errors (with their tracebacks) and worker notes."""
+    client = Client(url or load_settings().api_url)
+    try:
+        timeline = client.events(job_id)
+    except ApiRefused as error:
+        raise _fail(str(error)) from None
+    from rich.text import Text
+
+    for event in timeline:
+        when = event["created_at"][:23].replace("T", " ")
+        style = "red" if event["kind"] == "error" else "dim" if event["kind"] == "info" else "bold"
+        # Text, not markup: messages quote user code and paths, whose brackets are not rich's.
+        console.print(Text.assemble(f"{when}  ", (f"{event['kind']:<6}", style), " ", event["message"]))
+        traceback = (event.get("data") or {}).get("traceback")
+        if traceback:
+            console.print(Text(traceback.rstrip(), style="dim"))
 
 
 def _act(job_id: str, action: str, url: str | None) -> None:

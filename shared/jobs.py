@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from shared import samples
 from shared.json_sql import embedded_json, json_object, utc_time
 from shared.models import Checkpoint, Job, JobEvent, MetricPoint, utcnow
 from shared.spec import JobSpec
@@ -55,6 +56,8 @@ class MetricRecord:
     epoch: float | None
     metrics: dict[str, Any]
     logged_at: datetime
+    # A few of the step's completions (see shared/samples.py), when the trainer had some to show.
+    samples: list[dict[str, Any]] | None = None
 
 
 def new_job_id() -> str:
@@ -79,6 +82,7 @@ def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = No
     job = Job(
         id=new_job_id(),
         name=spec.name,
+        labels=spec.metadata,
         status=JobStatus.QUEUED.value,
         spec=spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
         created_at=utcnow(),
@@ -156,6 +160,7 @@ def _job_item(dialect: str) -> ColumnElement[str]:
             "lost_attempts": Job.lost_attempts,
             "resumed_from_step": Job.resumed_from_step,
             "heartbeat_at": utc_time(dialect, Job.heartbeat_at),
+            "metadata": embedded_json(dialect, Job.labels),
             "latest_metrics": embedded_json(dialect, Job.latest_metrics),
             "summary": embedded_json(dialect, Job.summary),
             "spec": embedded_json(dialect, Job.spec),
@@ -244,9 +249,9 @@ def _jobs_statement(dialect: str, after: bool) -> Select[str]:
 
 
 @lru_cache
-def _metrics_statement(dialect: str) -> Select[str]:
+def _metrics_statement(dialect: str) -> Select[int, str]:
     return (
-        select(_metric_item(dialect))
+        select(MetricPoint.step, _metric_item(dialect))
         .where(MetricPoint.job_id == bindparam("job_id"), MetricPoint.step > bindparam("after"))
         .order_by(MetricPoint.step)
         .limit(bindparam("limit"))
@@ -254,9 +259,9 @@ def _metrics_statement(dialect: str) -> Select[str]:
 
 
 @lru_cache
-def _events_statement(dialect: str) -> Select[str]:
+def _events_statement(dialect: str) -> Select[int, str]:
     return (
-        select(_event_item(dialect))
+        select(JobEvent.id, _event_item(dialect))
         .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
         .order_by(JobEvent.id)
         .limit(bindparam("limit"))
@@ -274,25 +279,56 @@ def read_job(connection: Connection, job_id: str) -> str | None:
     return found
 
 
-def read_jobs(connection: Connection, *, limit: int, after: str | None = None) -> Page[str]:
-    """Jobs as JSON, newest first; `after` is the id of the last job of the previous page (LookupError if unknown)."""
+def read_jobs(
+    connection: Connection,
+    *,
+    limit: int,
+    after: str | None = None,
+    status: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> Page[str]:
+    """Jobs as JSON, newest first, of one status and carrying every label given, when asked; `after` is the id of
+    the last job of the previous page (LookupError if unknown)."""
     statement = _jobs_statement(connection.dialect.name, after is not None)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    for key, value in (labels or {}).items():
+        statement = statement.where(Job.labels[key].as_string() == value)
     page = _page(connection, statement, {"after": after} if after is not None else {}, limit)
     if after is not None and not page.items and not job_exists(connection, after):
         raise LookupError(after)
     return page
 
 
+def _keyed_page(
+    connection: Connection, statement: Select[int, str], parameters: dict[str, Any], limit: int
+) -> Page[tuple[int, str]]:
+    rows = connection.execute(statement, {**parameters, "limit": limit + 1}).all()
+    return Page([(row[0], row[1]) for row in rows[:limit]], len(rows) > limit)
+
+
+def metric_rows(connection: Connection, job_id: str, *, after_step: int, limit: int) -> Page[tuple[int, str]]:
+    """A job's metric points with step > after_step, in step order, as (step, JSON)."""
+    parameters = {"job_id": job_id, "after": after_step}
+    return _keyed_page(connection, _metrics_statement(connection.dialect.name), parameters, limit)
+
+
+def event_rows(connection: Connection, job_id: str, *, after_id: int, limit: int) -> Page[tuple[int, str]]:
+    """A job's events with id > after_id, oldest first, as (id, JSON)."""
+    parameters = {"job_id": job_id, "after": after_id}
+    return _keyed_page(connection, _events_statement(connection.dialect.name), parameters, limit)
+
+
 def read_metrics(connection: Connection, job_id: str, *, after_step: int, limit: int) -> Page[str]:
     """A job's metric points with step > after_step, as JSON, in step order."""
-    return _page(
-        connection, _metrics_statement(connection.dialect.name), {"job_id": job_id, "after": after_step}, limit
-    )
+    page = metric_rows(connection, job_id, after_step=after_step, limit=limit)
+    return Page([item for _, item in page.items], page.has_more)
 
 
 def read_events(connection: Connection, job_id: str, *, after_id: int, limit: int) -> Page[str]:
     """A job's events with id > after_id, as JSON, oldest first."""
-    return _page(connection, _events_statement(connection.dialect.name), {"job_id": job_id, "after": after_id}, limit)
+    page = event_rows(connection, job_id, after_id=after_id, limit=limit)
+    return Page([item for _, item in page.items], page.has_more)
 
 
 def add_event(session: Session, job_id: str, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
@@ -331,8 +367,11 @@ def _upsert_metrics_statement(dialect: str) -> Any:
     )
 
 
-def record_metrics(session: Session, job_id: str, attempt: int, records: list[MetricRecord]) -> None:
-    """Upsert metric points (a re-sent step replaces, never duplicates) and the job's latest step.
+def record_metrics(
+    session: Session, job_id: str, attempt: int, records: list[MetricRecord], keep_sample_steps: int = 200
+) -> None:
+    """Upsert metric points (a re-sent step replaces, never duplicates), their samples (the newest
+    `keep_sample_steps` steps' are kept) and the job's latest step.
 
     Fenced: raises LeaseLost, writing nothing, when `attempt` no longer owns the job.
     """
@@ -349,10 +388,19 @@ def record_metrics(session: Session, job_id: str, attempt: int, records: list[Me
         for r in records
     ]
     latest = max(rows, key=lambda row: row["step"])
-    _fence(session, job_id, attempt, latest_step=latest["step"], latest_metrics=latest["metrics"])
+    _fence(
+        session,
+        job_id,
+        attempt,
+        latest_step=latest["step"],
+        latest_metrics=latest["metrics"],
+        points_ingested=Job.points_ingested + len(rows),
+    )
     # One statement, compiled once, executed for all rows (batched by the driver): no per-batch SQL to build,
     # and no limit on how many rows a batch may hold.
     session.execute(_upsert_metrics_statement(session.get_bind().dialect.name), rows)
+    by_step = {r.step: json_safe(r.samples) for r in records if r.samples}
+    samples.store_samples(session, job_id, by_step, keep_sample_steps)
 
 
 def discard_metrics_after(session: Session, job_id: str, attempt: int, step: int) -> int:
@@ -372,6 +420,7 @@ def discard_metrics_after(session: Session, job_id: str, attempt: int, step: int
         latest_metrics=latest.metrics if latest else None,
     )
     result = session.execute(delete(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.step > step))
+    samples.discard_samples_after(session, job_id, step)
     return int(getattr(result, "rowcount", 0) or 0)
 
 

@@ -1,4 +1,4 @@
-"""The tables: jobs, their metric points and their events.
+"""The tables: jobs, their metric points, samples, checkpoints and events; uploaded files; workers.
 
 The schema itself is created by the Alembic migrations in `migrations/`; these classes mirror it for queries.
 """
@@ -82,6 +82,13 @@ class Job(Base):
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    # The user's labels (`metadata` in the spec), a column of its own so that the job list can filter by them.
+    # (`metadata` is taken on declarative classes.)
+    labels: Mapped[dict[str, str] | None] = mapped_column("metadata", JsonType)
+    # Seconds from submission to the first claim: what /metrics' submit-to-running histogram counts.
+    queued_seconds: Mapped[float | None] = mapped_column(Float)
+    # Metric points written for this job (re-sent ones included): summed for /metrics.
+    points_ingested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
@@ -113,6 +120,36 @@ class Checkpoint(Base):
     path: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class Sample(Base):
+    """One completion the trainer generated at a logged step, with its prompt, each reward's score and its
+    advantage: captured from what TRL already gathers for `log_completions`, never generated again."""
+
+    __tablename__ = "samples"
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    index: Mapped[int] = mapped_column("idx", Integer, primary_key=True)
+    prompt: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    completion: Mapped[Any] = mapped_column(JsonType, nullable=True)
+    rewards: Mapped[dict[str, float | None]] = mapped_column(JsonType)
+    advantage: Mapped[float | None] = mapped_column(Float)
+
+
+class Worker(Base):
+    """A worker process: registered when it starts, its heartbeat renewed by its sweep, and what it runs now."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    current_job: Mapped[str | None] = mapped_column(String(40))
+    devices: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+    stopped_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class UploadedFile(Base):

@@ -84,6 +84,9 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
+        # Task events are what Flower's task pages show; off unless an operator asks (each costs a message).
+        worker_send_task_events=settings.celery_task_events,
+        task_send_sent_event=settings.celery_task_events,
         # A publish to an unreachable broker fails after a few seconds instead of hanging the API request.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
         broker_transport_options=(

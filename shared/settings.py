@@ -91,6 +91,26 @@ class Settings(BaseSettings):
         description="Checkpoint every N steps when a spec sets neither args.save_steps nor args.save_strategy "
         "(unset: TRL's default, every 500 steps).",
     )
+    celery_task_events: bool = Field(
+        default=False,
+        description="Workers send Celery task events (what Flower's task pages show; the compose `flower` profile).",
+    )
+    stream_poll_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        description="How often an open GET /v1/jobs/{id}/stream looks for new points and events in the database.",
+    )
+    samples_per_step: int = Field(
+        default=8,
+        ge=0,
+        description="Completions kept per logged step (prompt, completion, each reward, advantage); 0 keeps none.",
+    )
+    sample_steps_kept: int = Field(
+        default=200, ge=1, description="A job keeps the samples of its newest this many logged steps."
+    )
+    sample_max_chars: int = Field(
+        default=4000, ge=100, description="A sample's prompt or completion is cut to this many characters."
+    )
     broker_polling_interval: float = Field(
         default=0.1,
         gt=0,
@@ -133,6 +153,11 @@ class Settings(BaseSettings):
     def is_embedded_broker(self) -> bool:
         """True when the broker is kombu's SQLAlchemy transport (no server process)."""
         return self.effective_broker_url.startswith("sqla+")
+
+    @property
+    def worker_alive_seconds(self) -> float:
+        """A worker whose heartbeat (renewed every sweep) is older than this is counted as gone."""
+        return 3 * self.sweep_seconds + self.heartbeat_seconds
 
     @property
     def files_dir(self) -> Path:

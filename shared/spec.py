@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from shared.dataset_specs import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.grpo_args import check_args
@@ -31,10 +31,21 @@ class _Strict(BaseModel):
 # --- The spec -------------------------------------------------------------------------------------------------
 
 
+# Labels as the hosted fine-tuning APIs take them: a few short strings; keys are what `?metadata=key=value` filters.
+MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
 class JobSpec(_Strict):
     """A GRPO training job: `GRPOTrainer`'s own arguments, as JSON."""
 
     name: str | None = Field(default=None, max_length=200, description="A label for people; not unique.")
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(
+        default=None,
+        max_length=16,
+        description="Up to 16 labels (keys: letters, digits and `_.:/-`, up to 64; values up to 512 characters) "
+        "that the job list filters by: `GET /v1/jobs?metadata=team=research`.",
+    )
     model: str = Field(min_length=1, description="Local path or hub id of the causal LM to train.")
     train_dataset: DatasetSpec
     eval_dataset: DatasetSpec | None = None
@@ -257,6 +268,10 @@ def problems_from_errors(items: Iterable[Mapping[str, Any]]) -> list[Problem]:
         location = list(item["loc"])
         if item["type"] == "union_tag_invalid" and _is_builtin(item.get("input")):
             location.append("name")  # the built-in's name picks the member, not its type
+        if location and location[-1] == "[key]":
+            location.pop()  # pydantic's marker for a dict key: the field is the key itself
+            problems.append(Problem(_dotted(location), _key_message(location, item)))
+            continue
         problems.append(Problem(_dotted(location), _structural_message(location, item)))
     return problems
 
@@ -283,10 +298,31 @@ def _dotted(location: list[str | int]) -> str:
     return path
 
 
+def _key_message(location: list[str | int], item: Any) -> str:
+    if location[0] == "metadata":
+        return f"metadata key {location[-1]!r} may hold only letters, digits and _.:/- (1 to 64 characters): rename it"
+    return f"{_dotted(location)}: the key is not valid: {item['msg']}"
+
+
+def _metadata_message(location: list[str | int], item: Any) -> str | None:
+    kind = item["type"]
+    if len(location) == 1 and kind == "too_long":
+        given = item.get("input")
+        count = f"{len(given)} labels" if isinstance(given, dict) else "too many labels"
+        return f"metadata has {count}: keep at most 16"
+    if len(location) == 2 and kind == "string_too_long":
+        return f"metadata.{location[1]} is longer than 512 characters: shorten it"
+    if len(location) == 2 and kind == "string_type":
+        return f"metadata.{location[1]} is {item.get('input')!r}: labels are strings, so quote it"
+    return None
+
+
 def _structural_message(location: list[str | int], item: Any) -> str:
     field = _dotted(location) or "the body"
     kind = item["type"]
     context = item.get("ctx") or {}
+    if location and location[0] == "metadata" and (message := _metadata_message(location, item)):
+        return message
     if kind == "missing":
         return f"{field} is required"
     if kind == "extra_forbidden":

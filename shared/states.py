@@ -106,6 +106,11 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> i
     attempt = session.execute(statement).scalar_one_or_none()
     if attempt is None:
         return None
+    if attempt == 1:  # how long the job waited for its first worker (/metrics' submit-to-running histogram)
+        created_at = session.scalar(select(Job.created_at).where(Job.id == job_id))
+        if created_at is not None:
+            waited = max((now - created_at).total_seconds(), 0.0)
+            session.execute(update(Job).where(Job.id == job_id).values(queued_seconds=waited))
     _record(
         session,
         job_id,

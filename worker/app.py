@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
+from shared import workers
 from shared.db import Database
 from shared.queue import RUN_JOB_TASK, make_celery
 from shared.settings import Settings
 from worker.execute import WorkerContext, execute_job
 from worker.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
@@ -28,6 +32,8 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
 
     @worker_ready.connect(weak=False)
     def _on_ready(**_kwargs: object) -> None:
+        with context.database.session() as session:
+            workers.register(session, context.name, {"cpus": os.cpu_count(), "device": settings.device})
         reconciler.start()
 
     @worker_shutting_down.connect(weak=False)
@@ -36,6 +42,11 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
         # saves a checkpoint and is handed back to the queue.
         context.stopping.set()
         reconciler.done.set()
+        try:
+            with context.database.session() as session:
+                workers.sign_off(session, context.name)
+        except Exception:  # an unreachable database must not stop the worker from stopping
+            log.warning("could not record that %s stopped", context.name, exc_info=True)
 
     @app.task(name=RUN_JOB_TASK)
     def run_job(job_id: str) -> None:

@@ -21,7 +21,7 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from shared import jobs
+from shared import jobs, workers
 from shared.db import Database
 from shared.lifecycle import dispatch
 from shared.models import Job
@@ -49,6 +49,8 @@ class WorkerContext:
     # When the worker last became idle (monotonic), or None while it runs a job: the reconciler resends lost
     # messages only from an idle worker, which would otherwise have received them.
     idle_since: float | None = field(default_factory=time.monotonic)
+    # The job it runs now, as the worker registry shows it.
+    current_job: str | None = None
 
 
 def failure(error: str, traceback: str | None = None) -> dict[str, Any]:
@@ -67,10 +69,22 @@ def execute_job(context: WorkerContext, job_id: str) -> None:
             return
     log.info("job %s claimed (attempt %d)", job_id, attempt)
     context.idle_since = None
+    _show_current_job(context, job_id)
     try:
         _run_claimed(context, job_id, attempt)
     finally:
         context.idle_since = time.monotonic()
+        _show_current_job(context, None)
+
+
+def _show_current_job(context: WorkerContext, job_id: str | None) -> None:
+    """Tell the worker registry at once (the sweep's heartbeat would say it only later)."""
+    context.current_job = job_id
+    try:
+        with context.database.session() as session:
+            workers.heartbeat(session, context.name, job_id)
+    except SQLAlchemyError:  # the registry is for people to read: never a reason to fail a job
+        log.warning("could not update the worker registry", exc_info=True)
 
 
 def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:

@@ -18,6 +18,7 @@ from shared import jobs
 from shared.db import Database
 from shared.jobs import LeaseLost, MetricRecord
 from shared.models import utcnow
+from worker.samples import capture_samples
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +43,37 @@ class MetricsWriter:
     """Buffers logged steps and writes them in batches from a background thread."""
 
     def __init__(
-        self, database: Database, job_id: str, attempt: int, flush_interval: float, retry_for: float = 30.0
+        self,
+        database: Database,
+        job_id: str,
+        attempt: int,
+        flush_interval: float,
+        retry_for: float = 30.0,
+        keep_sample_steps: int = 200,
     ) -> None:
         self._database = database
         self._job_id = job_id
         self._attempt = attempt
         self._flush_interval = flush_interval
         self._retry_for = retry_for
+        self._keep_sample_steps = keep_sample_steps
         self._pending: dict[int, MetricRecord] = {}
         # The newest step seen: a later log for the same step (eval metrics) is merged into it.
         self._latest: MetricRecord | None = None
         self._condition = threading.Condition()
         self._closing = False
         self._error: BaseException | None = None
+        # Callers waiting in flush(), and whether the thread holds a batch it has not written yet.
+        self._flushing = 0
+        self._in_flight = False
         self._thread = threading.Thread(target=self._run, name=f"metrics-{job_id}", daemon=True)
         self._thread.start()
 
-    def add(self, step: int, epoch: float | None, metrics: dict[str, Any]) -> None:
-        """Queue what was logged at `step`; raises if the writer has given up on the database."""
+    def add(
+        self, step: int, epoch: float | None, metrics: dict[str, Any], samples: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Queue what was logged at `step` (and a few of its completions); raises if the writer has given up on
+        the database."""
         if self._error is not None:
             raise MetricsWriterFailed(
                 f"could not store metrics: {describe_database_error(self._error)}"
@@ -71,19 +85,39 @@ class MetricsWriter:
                     epoch if epoch is not None else self._latest.epoch,
                     {**self._latest.metrics, **metrics},
                     utcnow(),
+                    samples or self._latest.samples,
                 )
             else:
-                record = MetricRecord(step, epoch, dict(metrics), utcnow())
+                record = MetricRecord(step, epoch, dict(metrics), utcnow(), samples)
             self._latest = record
             self._pending[step] = record
-            self._condition.notify()
+            self._condition.notify_all()
 
     def close(self) -> None:
         """Write everything still buffered and stop the thread; raises if some of it could not be written."""
         with self._condition:
             self._closing = True
-            self._condition.notify()
+            self._condition.notify_all()
         self._thread.join()
+        if self._error is not None:
+            raise MetricsWriterFailed(
+                f"could not store metrics: {describe_database_error(self._error)}"
+            ) from self._error
+
+    def flush(self) -> None:
+        """Write everything logged so far now, and wait until it is stored; raises if it could not be.
+
+        Called before a checkpoint is registered: a claim that dies right after must not leave a checkpoint whose
+        steps' metrics were never stored, since the run resumed from it does not log those steps again.
+        """
+        with self._condition:
+            self._flushing += 1
+            self._condition.notify_all()
+            try:
+                while (self._pending or self._in_flight) and self._error is None and self._thread.is_alive():
+                    self._condition.wait(timeout=1.0)
+            finally:
+                self._flushing -= 1
         if self._error is not None:
             raise MetricsWriterFailed(
                 f"could not store metrics: {describe_database_error(self._error)}"
@@ -97,10 +131,11 @@ class MetricsWriter:
                 return None  # closing, nothing left
             # Let the logs of the next flush interval gather into one write.
             deadline = time.monotonic() + self._flush_interval
-            while not self._closing and (remaining := deadline - time.monotonic()) > 0:
+            while not self._closing and not self._flushing and (remaining := deadline - time.monotonic()) > 0:
                 self._condition.wait(timeout=remaining)
             batch = sorted(self._pending.values(), key=lambda r: r.step)
             self._pending.clear()
+            self._in_flight = True
             return batch
 
     def _run(self) -> None:
@@ -110,6 +145,10 @@ class MetricsWriter:
             except BaseException as error:
                 self._error = error
                 return
+            finally:
+                with self._condition:
+                    self._in_flight = False
+                    self._condition.notify_all()
 
     def _write(self, batch: list[MetricRecord]) -> None:
         deadline = time.monotonic() + self._retry_for
@@ -117,7 +156,7 @@ class MetricsWriter:
         while True:
             try:
                 with self._database.session() as session:
-                    jobs.record_metrics(session, self._job_id, self._attempt, batch)
+                    jobs.record_metrics(session, self._job_id, self._attempt, batch, self._keep_sample_steps)
                 return
             except LeaseLost:
                 raise  # this claim no longer owns the job: retrying cannot help
@@ -130,14 +169,27 @@ class MetricsWriter:
 
 
 class MetricsCallback(TrainerCallback):
-    """Sends every `on_log` to the writer, and records the plan (total steps) and TRL's final summary."""
+    """Sends every `on_log` (with a few of the step's completions) to the writer, and records the plan (total
+    steps) and TRL's final summary."""
 
-    def __init__(self, writer: MetricsWriter, database: Database, job_id: str, attempt: int) -> None:
+    def __init__(
+        self,
+        writer: MetricsWriter,
+        database: Database,
+        job_id: str,
+        attempt: int,
+        samples_per_step: int = 0,
+        sample_max_chars: int = 4000,
+    ) -> None:
         self.writer = writer
         self.database = database
         self.job_id = job_id
         self.attempt = attempt
         self.summary: dict[str, Any] = {}
+        self.samples_per_step = samples_per_step
+        self.sample_max_chars = sample_max_chars
+        # The trainer whose gathered completions are sampled (set once it is built).
+        self.trainer: Any = None
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -145,6 +197,12 @@ class MetricsCallback(TrainerCallback):
         if state.is_world_process_zero:
             with self.database.session() as session:
                 jobs.set_job_fields(session, self.job_id, self.attempt, total_steps=state.max_steps)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # Runs before CheckpointCallback.on_save registers the checkpoint (runner.py lists this callback first): the
+        # steps it covers are stored first, so that a run resumed from it has every step's metrics.
+        if state.is_world_process_zero:
+            self.writer.flush()
 
     def on_log(
         self,
@@ -161,4 +219,10 @@ class MetricsCallback(TrainerCallback):
             return
         metrics = dict(logs)
         epoch = metrics.pop("epoch", None)
-        self.writer.add(state.global_step, epoch, metrics)
+        training = not any(key.startswith("eval_") for key in metrics)  # an evaluation's log has no new samples
+        samples = (
+            capture_samples(self.trainer, self.samples_per_step, self.sample_max_chars)
+            if training and self.trainer is not None
+            else None
+        )
+        self.writer.add(state.global_step, epoch, metrics, samples or None)

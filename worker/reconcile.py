@@ -14,7 +14,7 @@ import threading
 import time
 from datetime import timedelta
 
-from shared import jobs
+from shared import jobs, workers
 from shared.lifecycle import dispatch
 from shared.models import utcnow
 from shared.states import JobStatus, expired_leases, transition
@@ -87,7 +87,9 @@ def resend_lost_messages(context: WorkerContext) -> None:
 
 
 def sweep(context: WorkerContext) -> None:
-    """One pass of both checks."""
+    """One pass of both checks, and this worker's heartbeat in the registry."""
+    with context.database.session() as session:
+        workers.heartbeat(session, context.name, context.current_job)
     requeue_expired(context)
     resend_lost_messages(context)
 

@@ -197,8 +197,14 @@ def _run_trainer(
     resume_from: str | None,
     attempt_dir: Path,
 ) -> Outcome:
-    writer = MetricsWriter(database, job_id, attempt, settings.effective_metrics_flush_interval)
-    metrics = MetricsCallback(writer, database, job_id, attempt)
+    writer = MetricsWriter(
+        database,
+        job_id,
+        attempt,
+        settings.effective_metrics_flush_interval,
+        keep_sample_steps=settings.sample_steps_kept,
+    )
+    metrics = MetricsCallback(writer, database, job_id, attempt, settings.samples_per_step, settings.sample_max_chars)
     control = ControlCallback(link)
     # The service rotates checkpoints itself, after the database confirms the claim (see CheckpointCallback).
     checkpoints = CheckpointCallback(database, job_id, attempt, keep=config.save_total_limit)
@@ -214,6 +220,7 @@ def _run_trainer(
             eval_dataset=eval_dataset,
             callbacks=[metrics, control, checkpoints],
         )
+        metrics.trainer = trainer
         stage = "training"
         trainer.train(resume_from_checkpoint=resume_from)
         # A stop request honoured at a step end (one that came after the last step changes nothing).

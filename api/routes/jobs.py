@@ -17,6 +17,7 @@ from shared import files, jobs, lifecycle
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
 from shared.problems import SpecError
 from shared.spec import JobSpec, check_spec, file_ids
+from shared.states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]
@@ -126,16 +127,36 @@ def resume_job(job_id: str, svc: ServicesDep) -> JSONText:
     return _act(svc, job_id, lambda: lifecycle.resume_job(svc.database, svc.celery, svc.settings, job_id))
 
 
+def _labels(items: list[str]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ApiError(
+                422, "invalid_request", f"metadata filter {item!r} is not key=value: use e.g. ?metadata=team=research"
+            )
+        labels[key] = value
+    return labels
+
+
 @router.get("", response_model=JobList, responses=ERRORS)
 def list_jobs(
     svc: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     after: Annotated[str | None, Query(description="Id of the last job of the previous page.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    metadata: Annotated[
+        list[str] | None,
+        Query(description="Only jobs with this label, as key=value; repeat it to require several."),
+    ] = None,
 ) -> JSONText:
-    """Jobs, newest first."""
+    """Jobs, newest first; filtered by status and labels (`metadata`) when asked."""
+    labels = _labels(metadata or [])
     with svc.database.reading() as connection:
         try:
-            page = jobs.read_jobs(connection, limit=limit, after=after)
+            page = jobs.read_jobs(
+                connection, limit=limit, after=after, status=status.value if status else None, labels=labels
+            )
         except LookupError:
             raise not_found(f"job {after} (the `after` cursor)") from None
     return render_page(page)

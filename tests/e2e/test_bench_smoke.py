@@ -21,7 +21,17 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     results = json.loads(results_file.read_text())
-    assert set(results) == {"run", "overhead", "dispatch", "metric_latency", "api_scale", "ingest", "memory", "preview"}
+    assert set(results) == {
+        "run",
+        "overhead",
+        "dispatch",
+        "metric_latency",
+        "api_scale",
+        "ingest",
+        "memory",
+        "preview",
+        "series",
+    }
 
     for backend in ("embedded", "postgres_redis"):
         assert results["overhead"][backend]["train_time_ratio"] > 0
@@ -36,8 +46,17 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     assert results["memory"]["worker_rss_mib"]["idle"] > 0
     assert results["preview"]["seed_rewards"]["n"] == results["preview"]["accuracy"]["n"] == 3
     assert results["preview"]["interpreter_floor"]["p50_ms"] > 0
+    assert (
+        results["metric_latency"]["embedded_stream"]["n"]
+        == results["metric_latency"]["postgres_redis_stream"]["n"]
+        == 10
+    )
+    assert results["series"]["points"] == 3000 and 500 <= results["series"]["overview_points_returned"] <= 1000
+    assert results["series"]["zoom_500_steps"]["p50_ms"] > 0 and results["series"]["healthz_floor"]["p50_ms"] > 0
 
     table = markdown.read_text()
     assert "| 1. training time, 5 steps, embedded |" in table
     assert "| 4. metrics page of 100, 20 jobs / 1,000 points, 8 connections |" in table
     assert "| 7. reward preview, the seed's 3 Python rewards (p50/p95, n=3) |" in table
+    assert "| 3. on_log -> arrives on the live stream, embedded (p50/p99) |" in table
+    assert "| 8. dashboard series of a 3,000-point job, 7 charts, 1,000 buckets (p50/p95) |" in table

@@ -142,3 +142,12 @@ def test_the_image_has_what_the_reward_sandbox_confines_with() -> None:
     apt_install = re.search(r"apt-get install[^&]*", DOCKERFILE)
     assert apt_install and "libseccomp2" in apt_install.group(0)
     assert "pyseccomp" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_flower_is_an_optional_profile_on_the_services_broker() -> None:
+    flower = SERVICES["flower"]
+    assert flower["profiles"] == ["flower"]  # not started by a plain `docker compose up`
+    broker = SERVICES["worker"]["environment"]["GRPO_BROKER_URL"]
+    assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
+    assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "GRPO_CELERY_TASK_EVENTS" in {f"GRPO_{name.upper()}" for name in Settings.model_fields}

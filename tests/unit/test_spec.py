@@ -322,3 +322,23 @@ def test_spec_round_trips_as_stored() -> None:
     spec = seed_example("m")
     parsed = JobSpec.model_validate(spec)
     assert JobSpec.model_validate(parsed.model_dump(mode="json", exclude_unset=True)) == parsed
+
+
+def test_metadata_labels_are_short_strings_and_each_problem_says_the_fix() -> None:
+    assert parse_spec(job_spec("m", metadata={"team": "nlp", "run:id/v1": "a b"})).metadata == {
+        "team": "nlp",
+        "run:id/v1": "a b",
+    }
+    assert problems_of(job_spec("m", metadata={"bad key": "x"})) == {
+        "metadata.bad key": "metadata key 'bad key' may hold only letters, digits and _.:/- (1 to 64 characters): "
+        "rename it"
+    }
+    assert problems_of(job_spec("m", metadata={"k": "v" * 513})) == {
+        "metadata.k": "metadata.k is longer than 512 characters: shorten it"
+    }
+    assert problems_of(job_spec("m", metadata={"k": 3})) == {
+        "metadata.k": "metadata.k is 3: labels are strings, so quote it"
+    }
+    assert problems_of(job_spec("m", metadata={f"k{i}": "v" for i in range(17)})) == {
+        "metadata": "metadata has 17 labels: keep at most 16"
+    }

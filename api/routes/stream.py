@@ -1,0 +1,89 @@
+"""/v1/jobs/{id}/stream: a job's metric points, status changes and events as Server-Sent Events, live."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from api.deps import Services, services
+from api.errors import ApiError, not_found
+from api.schemas import ErrorBody
+from shared import jobs
+from shared.stream import BadCursor, Cursor, JobState, Poll, poll
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ServicesDep = Annotated[Services, Depends(services)]
+# Seconds between keep-alive comments on a quiet stream (proxies close idle connections).
+PING_SECONDS = 15
+
+STREAM_DESCRIPTION = """`text/event-stream` messages, each with an `id` to reconnect from:
+- `status`: the job (as `GET /v1/jobs/{id}`), first, and again whenever its status, attempt or error changes;
+- `event`: each of its events (as `GET /v1/jobs/{id}/events`), oldest first;
+- `metric`: each metric point as it is stored (as `GET /v1/jobs/{id}/metrics`), in step order;
+- `rewind`: `{"step": N, "attempt": A}`: a resumed attempt logs the steps after N again, and they follow;
+- `end`: the job, once it has ended and everything above was sent; the stream then closes.
+"""
+
+
+@router.get(
+    "/{job_id}/stream",
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": STREAM_DESCRIPTION},
+        404: {"model": ErrorBody},
+    },
+)
+async def stream_job(
+    job_id: str,
+    svc: ServicesDep,
+    last_event_id: Annotated[
+        str | None, Header(description="The `id` of the last message received: continue right after it.")
+    ] = None,
+    after: Annotated[
+        str | None, Query(description="As Last-Event-ID, for clients that cannot set headers.", max_length=64)
+    ] = None,
+) -> EventSourceResponse:
+    """Follow a job live: every metric point as it is stored, status changes and events, until the job ends.
+
+    Reconnecting with `Last-Event-ID` (browsers' EventSource do it themselves) continues after the last message
+    received: no gap and no duplicate.
+    """
+    try:
+        cursor = Cursor.parse(last_event_id or after)
+    except BadCursor as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
+    with svc.database.reading() as connection:
+        if not jobs.job_exists(connection, job_id):
+            raise not_found(f"job {job_id}")
+    return EventSourceResponse(_messages(svc, job_id, cursor), ping=PING_SECONDS)
+
+
+def _poll(svc: Services, job_id: str, cursor: Cursor, state: JobState | None) -> Poll:
+    with svc.database.reading() as connection:
+        return poll(connection, job_id, cursor, state)
+
+
+def _final_job(svc: Services, job_id: str) -> str:
+    with svc.database.reading() as connection:
+        return jobs.read_job(connection, job_id) or "null"
+
+
+async def _messages(svc: Services, job_id: str, cursor: Cursor) -> AsyncIterator[Any]:
+    state: JobState | None = None
+    while True:
+        try:
+            found = await anyio.to_thread.run_sync(_poll, svc, job_id, cursor, state)
+        except LookupError:  # deleted while followed
+            return
+        for message in found.messages:
+            yield ServerSentEvent(data=message.data, event=message.event, id=message.id)
+        state = found.state
+        if found.ended:
+            final = await anyio.to_thread.run_sync(_final_job, svc, job_id)
+            yield ServerSentEvent(data=final, event="end", id=str(cursor))
+            return
+        await anyio.sleep(svc.settings.stream_poll_seconds)

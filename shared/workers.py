@@ -1,0 +1,72 @@
+"""The worker registry: each worker process registers when it starts, renews a heartbeat from its sweep, says
+which job it runs, and signs off when it stops. Operators read it (`GET /v1/workers`, `/metrics`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Worker, utcnow
+
+
+def register(session: Session, name: str, devices: dict[str, Any] | None = None) -> None:
+    """Record a worker that just started (a restarted one under the same name starts afresh)."""
+    now = utcnow()
+    session.merge(
+        Worker(
+            name=name,
+            hostname=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=now,
+            heartbeat_at=now,
+            current_job=None,
+            devices=devices,
+            stopped_at=None,
+        )
+    )
+
+
+def heartbeat(session: Session, name: str, current_job: str | None) -> None:
+    """The worker is alive, and runs `current_job` (None: idle)."""
+    session.execute(update(Worker).where(Worker.name == name).values(heartbeat_at=utcnow(), current_job=current_job))
+
+
+def sign_off(session: Session, name: str) -> None:
+    """The worker stopped on purpose."""
+    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow(), current_job=None))
+
+
+def alive_since(seconds: float) -> Any:
+    """The condition for a worker alive now: not stopped, with a heartbeat in the last `seconds`."""
+    return (Worker.stopped_at.is_(None)) & (Worker.heartbeat_at >= utcnow() - timedelta(seconds=seconds))
+
+
+def count_alive(connection: Connection, seconds: float) -> int:
+    """Workers alive now."""
+    return int(connection.scalar(select(func.count()).select_from(Worker).where(alive_since(seconds))) or 0)
+
+
+def list_workers(connection: Connection, seconds: float, limit: int = 200) -> list[dict[str, Any]]:
+    """Workers seen in the last day, newest heartbeat first, each with whether it is alive."""
+    columns = (
+        Worker.name,
+        Worker.hostname,
+        Worker.pid,
+        Worker.current_job,
+        Worker.devices,
+        Worker.started_at,
+        Worker.heartbeat_at,
+        Worker.stopped_at,
+    )
+    statement = (
+        select(*columns, alive_since(seconds).label("alive"))
+        .where(Worker.heartbeat_at >= utcnow() - timedelta(days=1))
+        .order_by(Worker.heartbeat_at.desc())
+        .limit(limit)
+    )
+    return [{**row._asdict(), "alive": bool(row.alive)} for row in connection.execute(statement)]
