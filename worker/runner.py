@@ -226,6 +226,7 @@ def _run_trainer(
         # A stop request honoured at a step end (one that came after the last step changes nothing).
         if control.stopped_at is not None:
             stage = "saving the checkpoint to stop at"
+            writer.flush()  # the steps up to the checkpoint are stored before it is registered (see on_save)
             _ensure_checkpoint(trainer, checkpoints, control.stopped_at)
         else:
             stage = "saving the final model"
