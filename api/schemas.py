@@ -27,6 +27,9 @@ class JobOut(BaseModel):
     total_steps: int | None = Field(description="Optimizer steps the trainer plans to run (known once it starts).")
     latest_step: int | None
     requested_action: str | None = Field(description="`pause` while a running job's worker is pausing it.")
+    status_reason: str | None = Field(
+        description="Why a queued job is waiting, when the service knows: no registered worker can hold it."
+    )
     lost_attempts: int = Field(description="Claims that ended with their worker lost (crash, kill).")
     resumed_from_step: int | None = Field(
         description="The checkpoint step the latest resume continued from; the steps after it were logged again. "

@@ -54,9 +54,16 @@ def make_engine(url: str, **options: Any) -> Engine:
 class Database:
     """The engines for one database URL (one per process): sessions for writes, plain connections for reads."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, idle_transaction_seconds: float | None = None) -> None:
+        """`idle_transaction_seconds` (Postgres): a session that sits inside a transaction this long is ended by
+        the server, and its locks released. A worker frozen mid-write (SIGSTOP, a VM paused) would otherwise hold
+        its job's row lock for as long as it is frozen, and the sweep that takes its job over would wait on it."""
         self.url = url
-        self.engine = make_engine(url)
+        write_options: dict[str, Any] = {}
+        if idle_transaction_seconds is not None and url.startswith("postgresql"):
+            timeout_ms = int(idle_transaction_seconds * 1000)
+            write_options["connect_args"] = {"options": f"-c idle_in_transaction_session_timeout={timeout_ms}"}
+        self.engine = make_engine(url, **write_options)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Reads run in autocommit, without a liveness ping on checkout: a read then costs one round trip, not
         # four (ping, BEGIN, SELECT, COMMIT). A dropped connection fails one read, and the pool replaces it.
@@ -68,7 +75,8 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         """The database the settings name, creating the data dir the embedded SQLite file lives in."""
         settings.ensure_data_dir()
-        return cls(settings.effective_database_url)
+        # A frozen writer loses its transaction when it would have lost its lease anyway.
+        return cls(settings.effective_database_url, idle_transaction_seconds=max(settings.lease_seconds, 5.0))
 
     @contextmanager
     def session(self) -> Iterator[Session]:

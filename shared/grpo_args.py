@@ -21,9 +21,9 @@ SERVICE_MANAGED: dict[str, str] = {
 }
 # Fields for what the service cannot run yet: any value but the default is refused, with the reason.
 NOT_SUPPORTED: dict[str, str] = {
-    "deepspeed": "DeepSpeed is not installed on this service's workers",
-    "fsdp": "sharded (multi-process) training is not supported by this service yet",
-    "ddp_backend": "multi-process training is not supported by this service yet",
+    "deepspeed": "the service sets DeepSpeed up itself: ask for resources.distributed 'zero2' or 'zero3'",
+    "fsdp": "the service sets FSDP up itself: ask for resources.distributed 'fsdp'",
+    "ddp_backend": "the service picks the backend (nccl on GPUs, gloo on CPUs): ask for resources.processes",
 }
 # Fields that need a GPU: refused at submit on a CPU-only deployment.
 GPU_ONLY = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "tf32")

@@ -83,6 +83,7 @@ def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = No
         id=new_job_id(),
         name=spec.name,
         labels=spec.metadata,
+        gpus_needed=spec.resources.gpus_needed(),
         status=JobStatus.QUEUED.value,
         spec=spec.model_dump(mode="json", exclude_unset=True, by_alias=True),
         created_at=utcnow(),
@@ -109,15 +110,22 @@ def job_by_idempotency_key(session: Session, key: str) -> Job | None:
     return session.scalar(select(Job).where(Job.idempotency_key == key))
 
 
+def gpus_needed(session: Session, job_id: str) -> int:
+    """The GPUs the job needs of a worker (0 for an unknown job)."""
+    return int(session.scalar(select(Job.gpus_needed).where(Job.id == job_id)) or 0)
+
+
 def mark_dispatched(session: Session, job_id: str) -> None:
     """Note that a "run job X" message was just sent."""
     session.execute(update(Job).where(Job.id == job_id).values(dispatched_at=utcnow()))
 
 
-def undispatched_jobs(session: Session, sent_before: datetime) -> list[str]:
-    """Queued jobs whose last message went out before `sent_before`: lost, when an idle worker never got them."""
+def undispatched_jobs(session: Session, sent_before: datetime, max_gpus: int) -> list[str]:
+    """Queued jobs that fit `max_gpus` GPUs whose last message went out before `sent_before`: lost, when an idle
+    worker that takes their queue never got them."""
     statement = select(Job.id).where(
         Job.status == JobStatus.QUEUED.value,
+        Job.gpus_needed <= max_gpus,
         or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
     )
     return list(session.scalars(statement.order_by(Job.created_at)))
@@ -157,6 +165,7 @@ def _job_item(dialect: str) -> ColumnElement[str]:
             "total_steps": Job.total_steps,
             "latest_step": Job.latest_step,
             "requested_action": Job.requested_action,
+            "status_reason": Job.status_reason,
             "lost_attempts": Job.lost_attempts,
             "resumed_from_step": Job.resumed_from_step,
             "heartbeat_at": utc_time(dialect, Job.heartbeat_at),

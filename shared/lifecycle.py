@@ -10,8 +10,9 @@ import logging
 
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from shared import files, jobs
+from shared import files, jobs, workers
 from shared.db import Database
 from shared.models import Job
 from shared.problems import SpecError
@@ -36,8 +37,10 @@ class ActionRefused(RuntimeError):
 
 
 def dispatch(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
-    """Send "run job X" to the workers and note when (raises when the broker cannot be reached)."""
-    send_run_job(celery_app, settings, job_id)
+    """Send "run job X" to the workers that can hold it and note when (raises when the broker cannot be reached)."""
+    with database.session() as session:
+        gpus_needed = jobs.gpus_needed(session, job_id)
+    send_run_job(celery_app, settings, job_id, gpus_needed)
     with database.session() as session:
         jobs.mark_dispatched(session, job_id)
 
@@ -73,6 +76,7 @@ def submit_job(
             if problems:
                 raise SpecError(problems)
             job = jobs.create_job(session, spec, idempotency_key)
+            _explain_if_unholdable(session, settings, job)
     except IntegrityError:
         # A concurrent request with the same key stored its job first.
         with database.session() as session:
@@ -90,6 +94,29 @@ def submit_job(
             transition(session, job.id, JobStatus.FAILED, error=message, message=message, idempotency_key=None)
         raise BrokerUnavailable(message) from error
     return job, False
+
+
+def _explain_if_unholdable(session: Session, settings: Settings, job: Job) -> None:
+    """A job that no worker alive now could hold is told so (an event and its status_reason) instead of waiting
+    silently; it stays queued, for a worker with enough GPUs that may still come."""
+    needed = job.gpus_needed
+    if needed <= 0:
+        return
+    largest = workers.largest_gpu_count(session.connection(), settings.worker_alive_seconds)
+    if largest is None:
+        reason = (
+            f"needs a worker with {needed} GPU(s), and no worker is running: start one "
+            "(docker compose up -d --scale worker=N)"
+        )
+    elif largest < needed:
+        reason = (
+            f"needs a worker with {needed} GPU(s) (resources.gpus + resources.vllm_gpus), and the largest worker "
+            f"running has {largest}: start a worker with at least {needed} GPUs, or ask for fewer"
+        )
+    else:
+        return
+    job.status_reason = reason
+    jobs.add_event(session, job.id, "info", f"waiting: {reason}", {"gpus_needed": needed, "largest_worker": largest})
 
 
 def _current(database: Database, job_id: str) -> Job:

@@ -13,6 +13,7 @@ from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import Engine, create_engine, event
 
+from shared.resources import queue_for
 from shared.settings import Settings
 
 RUN_JOB_TASK = "grpo.run_job"
@@ -98,6 +99,7 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_run_job(app: Celery, settings: Settings, job_id: str) -> None:
-    """Ask a worker to run `job_id` (raises when the broker cannot be reached)."""
-    app.send_task(RUN_JOB_TASK, args=[job_id], queue=settings.queue)
+def send_run_job(app: Celery, settings: Settings, job_id: str, gpus_needed: int = 0) -> None:
+    """Ask a worker that can hold it (see shared/resources.py) to run `job_id` (raises when the broker cannot be
+    reached)."""
+    app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(settings.queue, gpus_needed))

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         description="Checkpoint every N steps when a spec sets neither args.save_steps nor args.save_strategy "
         "(unset: TRL's default, every 500 steps).",
     )
+    vllm_server_url: str | None = Field(
+        default=None,
+        description="An operator's vLLM server (`trl vllm-serve`): jobs in vllm_mode 'server' that name none "
+        "generate with it.",
+    )
+    vllm_start_timeout_seconds: float = Field(
+        default=600, gt=0, description="How long a vLLM server a worker starts for a job may take to become healthy."
+    )
     celery_task_events: bool = Field(
         default=False,
         description="Workers send Celery task events (what Flower's task pages show; the compose `flower` profile).",

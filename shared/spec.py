@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from shared.dataset_specs import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.grpo_args import check_args
 from shared.problems import Problem, SpecError, did_you_mean
+from shared.resources import Resources, check_resources
 from shared.reward_source import TRL_REWARD_KWARGS, read_reward_source
 from shared.reward_specs import BUILTIN_NAMES, PythonReward, RewardSpec
 
@@ -54,6 +55,11 @@ class JobSpec(_Strict):
         default_factory=dict, description="GRPOConfig arguments, spelled as TRL spells them (output_dir excepted)."
     )
     peft_config: dict[str, Any] | None = Field(default=None, description="Not supported yet: must be null.")
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="What the job needs from its worker: GPUs for training and for a vLLM server, processes, a "
+        "distributed preset. The default fits one GPU (or the CPU of a CPU worker).",
+    )
 
 
 # --- Meaning checks -------------------------------------------------------------------------------------------
@@ -235,12 +241,16 @@ def check_files(spec: JobSpec, file_columns: Mapping[str, list[str]] | None) -> 
 
 
 def check_spec(
-    spec: JobSpec, *, device: str = "auto", file_columns: Mapping[str, list[str]] | None = None
+    spec: JobSpec,
+    *,
+    device: str = "auto",
+    file_columns: Mapping[str, list[str]] | None = None,
+    vllm_server_url: str | None = None,
 ) -> list[Problem]:
     """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time.
 
     `file_columns` holds the columns of the uploaded files the spec may name (by file id); without it, file
-    datasets are left to the worker.
+    datasets are left to the worker. `vllm_server_url` is the operator's vLLM server, when there is one.
     """
     unstorable = _unstorable_values(spec.model_dump(mode="python"), "")
     if unstorable:
@@ -248,6 +258,7 @@ def check_spec(
     problems = check_args(
         spec.args, reward_count=len(spec.reward_funcs), has_eval_dataset=spec.eval_dataset is not None, device=device
     )
+    problems += check_resources(spec.resources, spec.args, device=device, vllm_server_url=vllm_server_url)
     problems += check_files(spec, file_columns)
     for field_name in ("train_dataset", "eval_dataset"):
         dataset = getattr(spec, field_name)

@@ -100,6 +100,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> i
             heartbeat_at=now,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             requested_action=None,
+            status_reason=None,
         )
         .returning(Job.attempt)
     )

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.models import Worker, utcnow
+from shared.resources import gpu_count
 
 
 def register(session: Session, name: str, devices: dict[str, Any] | None = None) -> None:
@@ -44,6 +45,14 @@ def sign_off(session: Session, name: str) -> None:
 def alive_since(seconds: float) -> Any:
     """The condition for a worker alive now: not stopped, with a heartbeat in the last `seconds`."""
     return (Worker.stopped_at.is_(None)) & (Worker.heartbeat_at >= utcnow() - timedelta(seconds=seconds))
+
+
+def largest_gpu_count(connection: Connection, seconds: float) -> int | None:
+    """The most GPUs any worker alive now has (None: no worker is alive)."""
+    found = list(connection.scalars(select(Worker.devices).where(alive_since(seconds))))
+    if not found:
+        return None
+    return max(gpu_count(devices) for devices in found)
 
 
 def count_alive(connection: Connection, seconds: float) -> int:

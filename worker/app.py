@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
@@ -12,7 +13,9 @@ from celery.signals import worker_ready, worker_shutting_down
 from shared import workers
 from shared.db import Database
 from shared.queue import RUN_JOB_TASK, make_celery
+from shared.resources import gpu_count, queues_for_worker
 from shared.settings import Settings
+from worker.devices import detect_devices
 from worker.execute import WorkerContext, execute_job
 from worker.reconcile import Reconciler
 
@@ -24,16 +27,18 @@ def worker_name() -> str:
     return f"grpo-worker-{os.getpid()}@{socket.gethostname()}"
 
 
-def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
-    """The Celery app with `run_job` bound to a worker context (settings, one database pool, a name)."""
+def create_worker_app(settings: Settings, devices: dict[str, Any] | None = None) -> tuple[Celery, WorkerContext]:
+    """The Celery app with `run_job` bound to a worker context (settings, one database pool, a name, the devices
+    it registers with)."""
     app = make_celery(settings)
-    context = WorkerContext(settings, Database.from_settings(settings), app, worker_name())
+    devices = devices if devices is not None else {"cuda_devices": 0, "cpus": os.cpu_count(), "device": settings.device}
+    context = WorkerContext(settings, Database.from_settings(settings), app, worker_name(), devices=devices)
     reconciler = Reconciler(context)
 
     @worker_ready.connect(weak=False)
     def _on_ready(**_kwargs: object) -> None:
         with context.database.session() as session:
-            workers.register(session, context.name, {"cpus": os.cpu_count(), "device": settings.device})
+            workers.register(session, context.name, devices)
         reconciler.start()
 
     @worker_shutting_down.connect(weak=False)
@@ -56,14 +61,15 @@ def create_worker_app(settings: Settings) -> tuple[Celery, WorkerContext]:
     return app, context
 
 
-def worker_argv(settings: Settings, hostname: str, loglevel: str = "INFO") -> list[str]:
-    """The `celery worker` command line a grpo worker runs: one job at a time (the solo pool, prefetch 1)."""
+def worker_argv(settings: Settings, hostname: str, loglevel: str = "INFO", gpu_count: int = 0) -> list[str]:
+    """The `celery worker` command line a grpo worker runs: one job at a time (the solo pool, prefetch 1), from
+    the queues of every job its `gpu_count` GPUs can hold."""
     return [
         "worker",
         "--pool=solo",
         "--concurrency=1",
         "--prefetch-multiplier=1",
-        f"--queues={settings.queue}",
+        f"--queues={','.join(queues_for_worker(settings.queue, gpu_count))}",
         f"--hostname={hostname}",
         f"--loglevel={loglevel}",
         "--without-gossip",
@@ -75,6 +81,7 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run a worker in the foreground: one job at a time (solo pool), each trained in its own child process."""
     from worker.training_process import start_forkserver
 
+    devices = detect_devices(settings)
     start_forkserver()
-    app, context = create_worker_app(settings)
-    app.worker_main(worker_argv(settings, context.name, loglevel))
+    app, context = create_worker_app(settings, devices)
+    app.worker_main(worker_argv(settings, context.name, loglevel, gpu_count(devices)))

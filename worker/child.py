@@ -60,8 +60,9 @@ def _redirect_output(log_path: str) -> None:
     os.close(log_fd)
 
 
-def child_main(settings: Settings, job_id: str, attempt: int, connection: Connection) -> None:
-    """Train job `job_id` as claim `attempt` and send its Outcome to the worker."""
+def child_main(settings: Settings, job_id: str, attempt: int, connection: Connection, worker_gpus: int = 0) -> None:
+    """Train job `job_id` as claim `attempt` on the worker's `worker_gpus` GPUs and send its Outcome to the
+    worker."""
     os.setsid()
     job_dir = settings.job_dir(job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +77,7 @@ def child_main(settings: Settings, job_id: str, attempt: int, connection: Connec
 
     database = Database.from_settings(settings)
     try:
-        outcome = train(settings, database, job_id, attempt, link)
+        outcome = train(settings, database, job_id, attempt, link, worker_gpus)
     finally:
         database.dispose()
     link.send({"type": "outcome", **dataclasses.asdict(outcome)})

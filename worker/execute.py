@@ -25,6 +25,7 @@ from shared import jobs, workers
 from shared.db import Database
 from shared.lifecycle import dispatch
 from shared.models import Job
+from shared.resources import gpu_count
 from shared.settings import Settings
 from shared.states import JobStatus, claim, renew_lease, transition
 from worker.training_process import TrainingProcess
@@ -51,6 +52,8 @@ class WorkerContext:
     idle_since: float | None = field(default_factory=time.monotonic)
     # The job it runs now, as the worker registry shows it.
     current_job: str | None = None
+    # What it registered with (worker/devices.py): its GPUs are split between a job's training and its vLLM.
+    devices: dict[str, Any] = field(default_factory=dict)
 
 
 def failure(error: str, traceback: str | None = None) -> dict[str, Any]:
@@ -90,7 +93,7 @@ def _show_current_job(context: WorkerContext, job_id: str | None) -> None:
 def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
     process: TrainingProcess | None = None
     try:
-        process = TrainingProcess(context.settings, job_id, attempt)
+        process = TrainingProcess(context.settings, job_id, attempt, gpu_count(context.devices))
         with context.database.session() as session:
             jobs.add_event(
                 session,

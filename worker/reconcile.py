@@ -17,6 +17,7 @@ from datetime import timedelta
 from shared import jobs, workers
 from shared.lifecycle import dispatch
 from shared.models import utcnow
+from shared.resources import gpu_count
 from shared.states import JobStatus, expired_leases, transition
 from worker.execute import WorkerContext
 
@@ -78,7 +79,9 @@ def resend_lost_messages(context: WorkerContext) -> None:
     if idle_since is None or time.monotonic() - idle_since < IDLE_GRACE_SECONDS:
         return
     with context.database.session() as session:
-        lost = jobs.undispatched_jobs(session, utcnow() - timedelta(seconds=context.settings.resend_after_seconds))
+        sent_before = utcnow() - timedelta(seconds=context.settings.resend_after_seconds)
+        # Only the jobs whose queue this worker takes: it says nothing of the others' messages.
+        lost = jobs.undispatched_jobs(session, sent_before, gpu_count(context.devices))
     for job_id in lost:
         log.info("job %s: queued but never received; sending its message again", job_id)
         dispatch(context.database, context.celery, context.settings, job_id)

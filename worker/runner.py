@@ -6,6 +6,7 @@ every training child starts with them already imported.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,7 @@ from shared import files, jobs
 from shared.db import Database
 from shared.jobs import LeaseLost
 from shared.models import UploadedFile
+from shared.resources import DoesNotFit, gpu_plan
 from shared.settings import Settings
 from shared.spec import JobSpec
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
@@ -29,6 +31,14 @@ from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import ModelNotFound, check_model_reference
 from worker.rewards import RewardFunctionError, Rewards, build_reward_funcs
 from worker.rewards.sandbox import SandboxLimits
+
+
+@dataclass
+class GpuPlan:
+    """The CUDA device indices (of the worker's) a job trains on, and those its vLLM server gets."""
+
+    training: list[int]
+    vllm: list[int]
 
 
 @dataclass
@@ -47,7 +57,15 @@ class TrainingFailed(RuntimeError):
     """Training could not run or finish; the message says at which stage and why."""
 
 
-READABLE_ERRORS = (TrainingFailed, RewardFunctionError, DatasetProblem, MetricsWriterFailed, ModelNotFound, LeaseLost)
+READABLE_ERRORS = (
+    TrainingFailed,
+    RewardFunctionError,
+    DatasetProblem,
+    MetricsWriterFailed,
+    ModelNotFound,
+    LeaseLost,
+    DoesNotFit,
+)
 
 
 def choose_precision(args: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -85,10 +103,13 @@ def _stage_error(stage: str, error: BaseException) -> TrainingFailed:
     return TrainingFailed(f"{stage}: {type(error).__name__}: {error}")
 
 
-def train(settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink) -> Outcome:
-    """Run (or resume) the job's GRPO training to the end; every failure is returned as an Outcome."""
+def train(
+    settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink, worker_gpus: int = 0
+) -> Outcome:
+    """Run (or resume) the job's GRPO training to the end on the worker's GPUs (0: its CPU); every failure is
+    returned as an Outcome."""
     try:
-        return _train(settings, database, job_id, attempt, link)
+        return _train(settings, database, job_id, attempt, link, worker_gpus)
     except TrainingFailed as failure:
         return Outcome(False, str(failure), "".join(traceback.format_exception(failure.__cause__ or failure)))
     except BaseException as error:  # anything unforeseen still ends the job with its reason
@@ -129,7 +150,17 @@ def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
         return checkpoint.path if checkpoint else None
 
 
-def _train(settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink) -> Outcome:
+def assign_gpus(spec: JobSpec, worker_gpus: int) -> GpuPlan:
+    """Split the worker's GPUs between training and vLLM, and show training only its own (before CUDA starts)."""
+    training, vllm = gpu_plan(spec.resources, worker_gpus)
+    if worker_gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in training)
+    return GpuPlan(training, vllm)
+
+
+def _train(
+    settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink, worker_gpus: int
+) -> Outcome:
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         if job is None:
@@ -143,8 +174,10 @@ def _train(settings: Settings, database: Database, job_id: str, attempt: int, li
         with database.session() as session:
             return files.get_file(session, file_id)
 
-    stage = "loading train_dataset"
+    stage = "assigning the worker's GPUs"
     try:  # each stage names itself in the error a user reads
+        assign_gpus(spec, worker_gpus)
+        stage = "loading train_dataset"
         train_dataset = load_prompts(spec.train_dataset, "train_dataset", find_file)
         stage = "loading eval_dataset"
         eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset", find_file) if spec.eval_dataset else None

@@ -77,12 +77,14 @@ def innermost_frames(log_text: str, count: int = 3) -> list[str]:
 class TrainingProcess:
     """One job's training child."""
 
-    def __init__(self, settings: Settings, job_id: str, attempt: int) -> None:
+    def __init__(self, settings: Settings, job_id: str, attempt: int, worker_gpus: int = 0) -> None:
         self.job_id = job_id
         self.log_path = settings.job_dir(job_id) / "train.log"
         self._connection, child_end = _context.Pipe(duplex=True)
         self._process = _context.Process(
-            target=child_main, args=(settings, job_id, attempt, child_end), name=f"grpo-train-{job_id}"
+            target=child_main,
+            args=(settings, job_id, attempt, child_end, worker_gpus),
+            name=f"grpo-train-{job_id}",
         )
         self._process.start()
         child_end.close()

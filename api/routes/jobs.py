@@ -80,7 +80,9 @@ def create_job(
     """
     with svc.database.session() as session:
         columns = files.file_columns(session, file_ids(spec))
-    problems = check_spec(spec, device=svc.settings.device, file_columns=columns)
+    problems = check_spec(
+        spec, device=svc.settings.device, file_columns=columns, vllm_server_url=svc.settings.vllm_server_url
+    )
     if problems:
         raise SpecError(problems)
     try:

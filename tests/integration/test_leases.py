@@ -178,3 +178,29 @@ def test_a_resume_rewinds_the_metrics_and_says_where_to(database: Database) -> N
     with database.reading() as connection:
         steps = [json.loads(p)["step"] for p in jobs.read_metrics(connection, job_id, after_step=-1, limit=10).items]
     assert steps == [1, 2, 3]
+
+
+def test_a_writer_frozen_inside_a_transaction_loses_it_and_the_row_lock_it_held(postgres_url: str) -> None:
+    # A worker paused mid-write (SIGSTOP, a suspended VM) would hold its job's row lock for as long as it is
+    # frozen, and the sweep taking the job over would wait on it: the server ends such a transaction instead.
+    from shared.db import migrate
+
+    migrate(postgres_url)
+    frozen, sweeper = Database(postgres_url, idle_transaction_seconds=1), Database(postgres_url)
+    try:
+        job_id, _ = running_job(sweeper)
+        stuck = frozen._sessions()
+        stuck.execute(update(Job).where(Job.id == job_id).values(worker="frozen"))  # holds the row lock, then idles
+        started = time.monotonic()
+        with sweeper.session() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(worker="sweeper"))
+        waited = time.monotonic() - started
+        assert 0.5 < waited < 10, waited  # it waited for the lock, and got it once the server ended the other
+        with pytest.raises(Exception, match="idle-in-transaction"):
+            stuck.commit()
+        stuck.close()
+        with sweeper.session() as session:
+            assert session.get(Job, job_id).worker == "sweeper"  # type: ignore[union-attr]
+    finally:
+        frozen.dispose()
+        sweeper.dispose()
