@@ -116,6 +116,11 @@ class CheckpointOut(BaseModel):
     attempt: int = Field(description="The claim that saved it.")
     created_at: datetime
     size_bytes: int
+    adapter: bool = Field(
+        description="A LoRA adapter (the job has a `peft_config`): adapter_config.json and adapter_model.safetensors, "
+        "for `peft.PeftModel.from_pretrained(base, path)`; false: the whole model."
+    )
+    base_model: str | None = Field(description="The model the adapter applies to (the job's `model`); null if none.")
     metrics: dict[str, Any] | None = Field(description="What TRL logged at that step.")
 
 
@@ -126,7 +131,7 @@ class CheckpointList(BaseModel):
 class EventOut(BaseModel):
     id: int
     created_at: datetime
-    kind: str = Field(description="status, error or info")
+    kind: str = Field(description="status, error, info, or log (the output of a job's vLLM server, in batches)")
     message: str
     data: dict[str, Any] | None
 

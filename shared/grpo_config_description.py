@@ -49,6 +49,9 @@ def _item_choices() -> dict[str, list[str]]:
     return {"report_to": sorted([*INTEGRATION_TO_CALLBACK, "all", "none"])}
 
 
+JSON_TYPE_ORDER = ["boolean", "integer", "number", "string", "array", "object", "null"]
+
+
 def _json_types(annotation: Any) -> dict[str, Any]:
     """`types` (JSON types a field accepts), `choices` (of an enum), `items` and `item_choices` (of a list)."""
     members = (
@@ -82,6 +85,9 @@ def _json_types(annotation: Any) -> dict[str, Any]:
             continue  # a Python object (e.g. accelerate's ParallelismConfig) that JSON cannot describe
         if kind not in described["types"]:
             described["types"].append(kind)
+    # In one order whatever the annotation's: typing caches unions, so `str | list[str]` may come back as the
+    # `list[str] | str` another module created first.
+    described["types"].sort(key=JSON_TYPE_ORDER.index)
     return described
 
 

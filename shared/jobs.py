@@ -20,7 +20,9 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    case,
     delete,
+    false,
     func,
     literal_column,
     or_,
@@ -204,8 +206,24 @@ def _event_item(dialect: str) -> ColumnElement[str]:
     )
 
 
+def _trains_adapter(dialect: str) -> ColumnElement[bool]:
+    """Whether the checkpoint's job trains a LoRA adapter: its spec has a `peft_config`."""
+    if dialect == "postgresql":
+        return func.jsonb_typeof(Job.spec["peft_config"]) == "object"
+    return func.json_type(Job.spec, "$.peft_config") == "object"
+
+
+def _json_boolean(dialect: str, condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    if dialect == "postgresql":
+        return func.coalesce(condition, false())
+    # SQLite's json() marks its result as JSON, so json_object nests `true`, not 1 or a string.
+    return func.json(case((condition, "true"), else_="false"))
+
+
 def _checkpoint_item(dialect: str) -> ColumnElement[str]:
-    """A checkpoint as `api.schemas.CheckpointOut`, with the metrics logged at its step."""
+    """A checkpoint as `api.schemas.CheckpointOut`, with the metrics logged at its step. A LoRA job's checkpoints
+    and final model are adapters, which apply to the job's `model` (`base_model`)."""
+    adapter = _trains_adapter(dialect)
     return json_object(
         dialect,
         {
@@ -214,6 +232,8 @@ def _checkpoint_item(dialect: str) -> ColumnElement[str]:
             "attempt": Checkpoint.attempt,
             "created_at": utc_time(dialect, Checkpoint.created_at),
             "size_bytes": Checkpoint.size_bytes,
+            "adapter": _json_boolean(dialect, adapter),
+            "base_model": case((adapter, Job.spec["model"].as_string()), else_=None),
             "metrics": embedded_json(dialect, MetricPoint.metrics),
         },
     )
@@ -225,6 +245,7 @@ def read_checkpoints(connection: Connection, job_id: str) -> list[str]:
     statement = (
         select(_checkpoint_item(dialect))
         .select_from(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
         .outerjoin(MetricPoint, (MetricPoint.job_id == Checkpoint.job_id) & (MetricPoint.step == Checkpoint.step))
         .where(Checkpoint.job_id == job_id)
         .order_by(Checkpoint.step, Checkpoint.name == FINAL_MODEL)

@@ -75,6 +75,16 @@ def gpu_count(devices: dict[str, Any] | None) -> int:
     return int((devices or {}).get("cuda_devices") or 0)
 
 
+def vllm_server_mode(args: dict[str, Any]) -> bool:
+    """Whether the job's args generate with a vLLM server (`use_vllm` with `vllm_mode` "server")."""
+    return bool(args.get("use_vllm")) and args.get("vllm_mode", "colocate") == "server"
+
+
+def names_vllm_server(args: dict[str, Any]) -> bool:
+    """Whether the job's args name the vLLM server to use (TRL takes a base URL, or a host and a port)."""
+    return any(args.get(name) is not None for name in ("vllm_server_base_url", "vllm_server_host", "vllm_server_port"))
+
+
 def check_resources(
     resources: Resources, args: dict[str, Any], *, device: str = "auto", vllm_server_url: str | None = None
 ) -> list[Problem]:
@@ -101,7 +111,7 @@ def check_resources(
             )
         )
     use_vllm = bool(args.get("use_vllm"))
-    server_mode = use_vllm and args.get("vllm_mode", "colocate") == "server"
+    server_mode = vllm_server_mode(args)
     if resources.vllm_gpus and not server_mode:
         problems.append(
             Problem(
@@ -110,7 +120,7 @@ def check_resources(
                 'with args.vllm_mode "server" uses: set those, or resources.vllm_gpus to 0',
             )
         )
-    if server_mode and not resources.vllm_gpus and not args.get("vllm_server_base_url") and not vllm_server_url:
+    if server_mode and not resources.vllm_gpus and not names_vllm_server(args) and not vllm_server_url:
         problems.append(
             Problem(
                 "args.vllm_mode",
@@ -118,15 +128,43 @@ def check_resources(
                 "the job on its own GPUs), or args.vllm_server_base_url (one you run)",
             )
         )
+    if server_mode and resources.vllm_gpus and names_vllm_server(args):
+        problems.append(
+            Problem(
+                "resources.vllm_gpus",
+                "resources.vllm_gpus has the worker start a vLLM server for the job, and args names another one "
+                "(vllm_server_base_url, vllm_server_host or vllm_server_port): keep one of the two",
+            )
+        )
+    tensor_parallel = args.get("vllm_tensor_parallel_size")
+    if server_mode and resources.vllm_gpus and tensor_parallel and tensor_parallel != resources.vllm_gpus:
+        problems.append(
+            Problem(
+                "args.vllm_tensor_parallel_size",
+                f"args.vllm_tensor_parallel_size ({tensor_parallel}) must equal resources.vllm_gpus "
+                f"({resources.vllm_gpus}): the job's vLLM server splits the model over all of its GPUs; leave it "
+                f"out, or set it to {resources.vllm_gpus}",
+            )
+        )
     if use_vllm and device == "cpu":
         problems.append(
             Problem("args.use_vllm", "vLLM generates on GPUs, and this deployment has only CPUs: remove args.use_vllm")
         )
-    if resources.distributed in ("zero2", "zero3") and not resources.gpus and device == "cpu":
+    if (resources.processes or 1) > 1 and resources.gpus is None and device != "cpu":
+        problems.append(
+            Problem(
+                "resources.gpus",
+                f"resources.processes ({resources.processes}) needs resources.gpus: {resources.processes} (a process "
+                "per GPU) or 0 (the processes train on the CPU, with gloo)",
+            )
+        )
+    on_cpu = resources.gpus == 0 or (resources.gpus is None and device == "cpu")
+    if resources.distributed in ("zero2", "zero3", "fsdp") and on_cpu:
         problems.append(
             Problem(
                 "resources.distributed",
-                f"resources.distributed {resources.distributed!r} (DeepSpeed) trains on GPUs: use 'ddp' on CPUs",
+                f"resources.distributed {resources.distributed!r} shards the model over GPUs: use 'ddp' (or none) "
+                "for processes on the CPU",
             )
         )
     return problems

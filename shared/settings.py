@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     vllm_start_timeout_seconds: float = Field(
         default=600, gt=0, description="How long a vLLM server a worker starts for a job may take to become healthy."
     )
+    vllm_serve_command: str = Field(
+        default="trl vllm-serve",
+        description="The command a worker starts a job's vLLM server with (shell words; the worker adds --model, "
+        "--port and the rest). A bare program name is looked for beside the worker's Python first, then on PATH.",
+    )
     celery_task_events: bool = Field(
         default=False,
         description="Workers send Celery task events (what Flower's task pages show; the compose `flower` profile).",

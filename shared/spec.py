@@ -2,8 +2,9 @@
 
 The shape mirrors `GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, peft_config)` so a TRL user
 recognises it. `JobSpec` checks the structure (pydantic); `check_spec` checks the meaning: `args` against
-GRPOConfig (see `shared.grpo_args`), Python reward sources (they must parse and define the callable TRL will call),
-and that the reward functions find the dataset columns they ask for.
+GRPOConfig (see `shared.grpo_args`), `peft_config` against PEFT's LoraConfig (see `shared.peft_spec`), Python reward
+sources (they must parse and define the callable TRL will call), and that the reward functions find the dataset
+columns they ask for.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from shared.dataset_specs import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.grpo_args import check_args
+from shared.peft_spec import check_peft_config
 from shared.problems import Problem, SpecError, did_you_mean
 from shared.resources import Resources, check_resources
 from shared.reward_source import TRL_REWARD_KWARGS, read_reward_source
@@ -54,7 +56,12 @@ class JobSpec(_Strict):
     args: dict[str, Any] = Field(
         default_factory=dict, description="GRPOConfig arguments, spelled as TRL spells them (output_dir excepted)."
     )
-    peft_config: dict[str, Any] | None = Field(default=None, description="Not supported yet: must be null.")
+    peft_config: dict[str, Any] | None = Field(
+        default=None,
+        description="PEFT's LoraConfig arguments, spelled as PEFT spells them (`r`, `lora_alpha`, `target_modules`, "
+        "...): the job trains a LoRA adapter on `model`, and its checkpoints and final model are adapters. null: the "
+        "whole model is trained.",
+    )
     resources: Resources = Field(
         default_factory=Resources,
         description="What the job needs from its worker: GPUs for training and for a vLLM server, processes, a "
@@ -266,9 +273,7 @@ def check_spec(
             problems += _check_rows([renamed(row, dataset.column_map) for row in dataset.rows], field_name)
     problems += check_reward_sources(spec.reward_funcs) + _check_reward_columns(spec, file_columns)
     if spec.peft_config is not None:
-        problems.append(
-            Problem("peft_config", "peft_config (LoRA) is not supported by this service yet: set it to null")
-        )
+        problems += check_peft_config(spec.peft_config, spec.args)
     return problems
 
 

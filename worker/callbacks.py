@@ -19,22 +19,40 @@ def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def agreed_by_all_ranks(decision: bool) -> bool:
+    """Rank 0's `decision`, on every rank of a multi-process run (all must stop at the same step, or the others
+    would wait forever in their next collective); the decision itself in a run of one process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return decision
+    box = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
 class ControlCallback(TrainerCallback):
     """Tells the worker the run is alive (each step, evaluation batch and save), and on its request makes the trainer
-    save a checkpoint at the end of the current step and stop; `stopped_at` is that step."""
+    save a checkpoint at the end of the current step and stop; `stopped_at` is that step. In a multi-process run
+    only rank 0 has the `link`, and every rank follows its decision."""
 
-    def __init__(self, link: WorkerLink) -> None:
+    def __init__(self, link: WorkerLink | None) -> None:
         self.link = link
         self.stopped_at: int | None = None
+
+    def _progress(self, step: int) -> None:
+        if self.link is not None:
+            self.link.progress(step)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.link.progress(state.global_step)
+        self._progress(state.global_step)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.link.progress(state.global_step)
-        if self.link.stop_requested.is_set() and self.stopped_at is None:
+        self._progress(state.global_step)
+        requested = self.link is not None and self.link.stop_requested.is_set()
+        if agreed_by_all_ranks(requested) and self.stopped_at is None:
             control.should_save = True
             control.should_training_stop = True
             self.stopped_at = state.global_step
@@ -42,10 +60,10 @@ class ControlCallback(TrainerCallback):
     def on_prediction_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        self.link.progress(state.global_step)  # evaluating is progress too
+        self._progress(state.global_step)  # evaluating is progress too
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        self.link.progress(state.global_step)
+        self._progress(state.global_step)
 
 
 class CheckpointCallback(TrainerCallback):

@@ -6,6 +6,7 @@ every training child starts with them already imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -27,18 +28,24 @@ from shared.spec import JobSpec
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
 from worker.child import WorkerLink
 from worker.data import DatasetProblem, load_prompts
+from worker.distributed import free_port, is_main_rank, is_rank_process, launch_command, run_ranks
+from worker.lora import build_lora_config
 from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import ModelNotFound, check_model_reference
 from worker.rewards import RewardFunctionError, Rewards, build_reward_funcs
 from worker.rewards.sandbox import SandboxLimits
+from worker.vllm_server import EventSink, VllmServerFailed, start_for_job, trainer_arguments
+
+# The CUDA_VISIBLE_DEVICES the worker itself had, kept before the child narrows it to training's GPUs.
+WORKER_DEVICES_ENV = "GRPO_WORKER_CUDA_VISIBLE_DEVICES"
 
 
 @dataclass
 class GpuPlan:
-    """The CUDA device indices (of the worker's) a job trains on, and those its vLLM server gets."""
+    """The CUDA devices (as CUDA_VISIBLE_DEVICES names them) a job trains on, and those its vLLM server gets."""
 
-    training: list[int]
-    vllm: list[int]
+    training: list[str]
+    vllm: list[str]
 
 
 @dataclass
@@ -65,6 +72,7 @@ READABLE_ERRORS = (
     ModelNotFound,
     LeaseLost,
     DoesNotFit,
+    VllmServerFailed,
 )
 
 
@@ -93,6 +101,7 @@ def build_config(spec: JobSpec, settings: Settings, output_dir: Path) -> GRPOCon
     if settings.default_save_steps and "save_steps" not in spec.args and "save_strategy" not in spec.args:
         arguments["save_steps"] = settings.default_save_steps
     arguments.update(choose_precision(spec.args, settings))
+    arguments.update(trainer_arguments(spec.args, settings.vllm_server_url))
     arguments["output_dir"] = str(output_dir)
     return GRPOConfig(**arguments)
 
@@ -104,16 +113,25 @@ def _stage_error(stage: str, error: BaseException) -> TrainingFailed:
 
 
 def train(
-    settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink, worker_gpus: int = 0
+    settings: Settings,
+    database: Database,
+    job_id: str,
+    attempt: int,
+    link: WorkerLink | None,
+    worker_gpus: int = 0,
 ) -> Outcome:
     """Run (or resume) the job's GRPO training to the end on the worker's GPUs (0: its CPU); every failure is
-    returned as an Outcome."""
+    returned as an Outcome. A job of several processes is launched from here (worker/distributed.py), and each of
+    its ranks comes back here, rank 0 with the `link` and the others without."""
+    cleanup = contextlib.ExitStack()  # what the run started that ends with it: the job's vLLM server
     try:
-        return _train(settings, database, job_id, attempt, link, worker_gpus)
+        return _train(settings, database, job_id, attempt, link, worker_gpus, cleanup)
     except TrainingFailed as failure:
         return Outcome(False, str(failure), "".join(traceback.format_exception(failure.__cause__ or failure)))
     except BaseException as error:  # anything unforeseen still ends the job with its reason
         return Outcome(False, f"{type(error).__name__}: {error}", traceback.format_exc())
+    finally:
+        cleanup.close()
 
 
 def _note_confinement(database: Database, job_id: str, rewards: Rewards) -> None:
@@ -127,13 +145,15 @@ def _note_confinement(database: Database, job_id: str, rewards: Rewards) -> None
         )
 
 
-def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
+def _resume_point(database: Database, job_id: str, attempt: int, main: bool = True) -> str | None:
     """The newest checkpoint an earlier attempt saved that is still on disk, with the metrics past it discarded
-    (the resumed run logs them again). A later attempt with no checkpoint to use starts over."""
+    (the resumed run logs them again) by the main process. A later attempt with no checkpoint starts over."""
     if attempt == 1:
         return None
     with database.session() as session:
         checkpoint = next((c for c in jobs.training_checkpoints(session, job_id) if Path(c.path).is_dir()), None)
+        if not main:
+            return checkpoint.path if checkpoint else None
         step = checkpoint.step if checkpoint else 0
         discarded = jobs.discard_metrics_after(session, job_id, attempt, step)
         where = (
@@ -150,16 +170,113 @@ def _resume_point(database: Database, job_id: str, attempt: int) -> str | None:
         return checkpoint.path if checkpoint else None
 
 
+def _mixed_precision(precision: dict[str, Any], args: dict[str, Any]) -> str:
+    """accelerate's --mixed_precision for the job's own choice (or the service's)."""
+    chosen: dict[str, Any] = {**precision, **{k: args[k] for k in ("bf16", "fp16") if k in args}}
+    return "bf16" if chosen.get("bf16") else "fp16" if chosen.get("fp16") else "no"
+
+
+def _launch_ranks(
+    settings: Settings,
+    database: Database,
+    spec: JobSpec,
+    job_id: str,
+    attempt: int,
+    link: WorkerLink,
+    worker_gpus: int,
+) -> Outcome:
+    """Run the job's processes (`resources.processes`) and relay between them and the worker."""
+    stage = "launching the training processes"
+    try:
+        gpus = assign_gpus(spec, worker_gpus)
+        precision = _mixed_precision(choose_precision(spec.args, settings), spec.args)
+        command = launch_command(
+            spec.resources,
+            job_id,
+            attempt,
+            on_gpus=bool(gpus.training),
+            mixed_precision=precision,
+            port=free_port(),
+        )
+        print(f"launching {spec.resources.process_count()} training processes: {' '.join(command)}", flush=True)
+    except Exception as error:
+        raise _stage_error(stage, error) from error
+    engine = "accelerate launch" if gpus.training else "torchrun (gloo, on the CPU)"
+    with database.session() as session:
+        jobs.add_event(
+            session,
+            job_id,
+            "info",
+            f"{spec.resources.process_count()} training processes launched with {engine}"
+            + (f", preset {spec.resources.distributed or 'ddp'}" if gpus.training else ""),
+            {"command": command, "gpus": gpus.training},
+        )
+    log_path = settings.job_dir(job_id) / "train.log"
+    outcome = run_ranks(command, link, lambda: _tail(log_path))
+    return Outcome(**outcome)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
 def assign_gpus(spec: JobSpec, worker_gpus: int) -> GpuPlan:
-    """Split the worker's GPUs between training and vLLM, and show training only its own (before CUDA starts)."""
+    """Split the worker's GPUs between training and vLLM, and show training only its own (before CUDA starts).
+
+    The plan's indices count the GPUs the worker sees: a worker started with CUDA_VISIBLE_DEVICES=4,5 has GPUs 4
+    and 5, so index 0 is device 4. The worker's own list is kept aside on the first call, so that a second call
+    (the vLLM server's, then training's) maps through it again, not through training's narrower one.
+    """
     training, vllm = gpu_plan(spec.resources, worker_gpus)
-    if worker_gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(index) for index in training)
-    return GpuPlan(training, vllm)
+    if not worker_gpus:
+        return GpuPlan([], [])
+    seen = os.environ.setdefault(WORKER_DEVICES_ENV, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+    devices = [d.strip() for d in seen.split(",") if d.strip()] or [str(i) for i in range(worker_gpus)]
+    plan = GpuPlan([devices[i] for i in training], [devices[i] for i in vllm])
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(plan.training)
+    return plan
+
+
+def _start_vllm_server(
+    settings: Settings, database: Database, job_id: str, spec: JobSpec, worker_gpus: int, cleanup: contextlib.ExitStack
+) -> None:
+    """Start the job's vLLM server (vllm_mode "server" with resources.vllm_gpus) on the GPUs the plan reserves for
+    it, have `cleanup` stop it, and wait until it serves (worker/vllm_server.py)."""
+    stage = "assigning the worker's GPUs"
+    try:
+        plan = assign_gpus(spec, worker_gpus)
+        stage = "starting the vLLM server"
+        server = start_for_job(spec, plan.vllm, settings, sys.stderr, _event_sink(database, job_id))
+        if server is None:
+            return
+        cleanup.callback(server.stop)
+        stage = "waiting for the vLLM server"
+        server.wait_until_healthy(settings.vllm_start_timeout_seconds)
+    except Exception as error:
+        raise _stage_error(stage, error) from error
+
+
+def _event_sink(database: Database, job_id: str) -> EventSink:
+    """Events of the job, each in a session of its own (the vLLM server's output thread adds them)."""
+
+    def add(kind: str, message: str, data: dict[str, Any]) -> None:
+        with database.session() as session:
+            jobs.add_event(session, job_id, kind, message, data)
+
+    return add
 
 
 def _train(
-    settings: Settings, database: Database, job_id: str, attempt: int, link: WorkerLink, worker_gpus: int
+    settings: Settings,
+    database: Database,
+    job_id: str,
+    attempt: int,
+    link: WorkerLink | None,
+    worker_gpus: int,
+    cleanup: contextlib.ExitStack,
 ) -> Outcome:
     with database.session() as session:
         job = jobs.get_job(session, job_id)
@@ -174,9 +291,18 @@ def _train(
         with database.session() as session:
             return files.get_file(session, file_id)
 
+    rank = is_rank_process()
+    if not rank:  # the job's own process (a multi-process job's launcher) starts its vLLM server, if it has one
+        _start_vllm_server(settings, database, job_id, spec, worker_gpus, cleanup)
+    if spec.resources.process_count() > 1 and not rank:
+        if link is None:
+            raise TrainingFailed("a multi-process job needs the link to its worker")
+        return _launch_ranks(settings, database, spec, job_id, attempt, link, worker_gpus)
+    main = is_main_rank()
     stage = "assigning the worker's GPUs"
     try:  # each stage names itself in the error a user reads
-        assign_gpus(spec, worker_gpus)
+        if not rank:  # a rank's launcher assigned them already
+            assign_gpus(spec, worker_gpus)
         stage = "loading train_dataset"
         train_dataset = load_prompts(spec.train_dataset, "train_dataset", find_file)
         stage = "loading eval_dataset"
@@ -188,13 +314,14 @@ def _train(
             require_kernel=settings.reward_require_kernel_sandbox,
         )
         rewards = build_reward_funcs(spec.reward_funcs, attempt_dir / "reward-sandbox", limits, sys.stderr)
-        _note_confinement(database, job_id, rewards)
+        if main:
+            _note_confinement(database, job_id, rewards)
         stage = "configuring GRPO (args)"
         config = build_config(spec, settings, attempt_dir)
         stage = "finding the model"
         check_model_reference(spec.model)
         stage = "finding the checkpoint to resume from"
-        resume_from = _resume_point(database, job_id, attempt)
+        resume_from = _resume_point(database, job_id, attempt, main)
     except Exception as error:
         raise _stage_error(stage, error) from error
     try:
@@ -221,7 +348,7 @@ def _run_trainer(
     database: Database,
     job_id: str,
     attempt: int,
-    link: WorkerLink,
+    link: WorkerLink | None,
     spec: JobSpec,
     config: GRPOConfig,
     train_dataset: Any,
@@ -243,7 +370,7 @@ def _run_trainer(
     checkpoints = CheckpointCallback(database, job_id, attempt, keep=config.save_total_limit)
     config.save_total_limit = None
     failure: TrainingFailed | None = None
-    stage = f"loading model {spec.model!r}"
+    stage = f"loading model {spec.model!r}" + (" and adding its LoRA adapter (peft_config)" if spec.peft_config else "")
     try:
         trainer = GRPOTrainer(
             model=spec.model,
@@ -252,6 +379,7 @@ def _run_trainer(
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             callbacks=[metrics, control, checkpoints],
+            peft_config=build_lora_config(spec),
         )
         metrics.trainer = trainer
         stage = "training"
@@ -286,11 +414,14 @@ def _ensure_checkpoint(trainer: GRPOTrainer, checkpoints: CheckpointCallback, st
     if checkpoints.saved_at(step):
         return
     trainer._save_checkpoint(trainer.model, trial=None)  # the trainer's own full checkpoint (optimizer, RNG, ...)
-    checkpoints.register(step, Path(str(trainer.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{step}")
+    if is_main_rank():
+        checkpoints.register(step, Path(str(trainer.args.output_dir)) / f"{PREFIX_CHECKPOINT_DIR}-{step}")
 
 
 def _save_final_model(trainer: GRPOTrainer, database: Database, job_id: str, attempt: int, path: Path) -> None:
-    trainer.save_model(str(path))
+    trainer.save_model(str(path))  # every rank takes part (sharded models are gathered); rank 0 writes
+    if not is_main_rank():
+        return
     with database.session() as session:
         jobs.record_checkpoint(
             session,

@@ -115,8 +115,8 @@ def _pyproject_pin(package: str) -> str:
 def test_the_image_is_cuda_based_and_pins_what_the_tests_run() -> None:
     assert re.search(r"^FROM nvidia/cuda:\S+-runtime-", DOCKERFILE, re.MULTILINE)
     assert f'"torch=={_pyproject_pin("torch")}"' in DOCKERFILE
-    assert 'pip install ".[train]"' in DOCKERFILE  # trl, transformers, datasets, accelerate at the pyproject pins
-    for package in ("torch", "trl", "transformers", "datasets", "accelerate"):
+    assert 'pip install ".[train]"' in DOCKERFILE  # trl, transformers, datasets, accelerate, peft at the pins
+    for package in ("torch", "trl", "transformers", "datasets", "accelerate", "peft"):
         assert _pyproject_pin(package) == version(package).split("+")[0], package
     vllm_pin = re.search(r'"vllm==([\d.]+)"', DOCKERFILE)
     assert vllm_pin, "Dockerfile.gpu must pin vllm"
@@ -151,3 +151,21 @@ def test_flower_is_an_optional_profile_on_the_services_broker() -> None:
     assert f"--broker={broker}" in flower["command"] and "flower" in flower["command"]
     assert flower["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "GRPO_CELERY_TASK_EVENTS" in {f"GRPO_{name.upper()}" for name in Settings.model_fields}
+
+
+def test_a_multi_gpu_worker_profile_reserves_several_gpus_and_runs_the_same_worker() -> None:
+    big, one = SERVICES["worker-multi-gpu"], SERVICES["worker"]
+    assert big["profiles"] == ["multi-gpu"] and big["command"] == one["command"] == ["worker"]
+    (device,) = big["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == "${GRPO_WORKER_GPUS:-4}"
+    assert big["environment"] == one["environment"] and big["volumes"] == one["volumes"]
+    assert "container_name" not in big and "ports" not in big  # it scales like the one-GPU worker
+
+
+def test_the_image_has_deepspeed_for_the_zero_presets() -> None:
+    import typing
+
+    from shared.resources import DistributedPreset
+
+    assert re.search(r'pip install --no-build-isolation "deepspeed==[\d.]+"', DOCKERFILE)
+    assert {"zero2", "zero3"} <= set(typing.get_args(DistributedPreset))

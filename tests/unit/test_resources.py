@@ -51,7 +51,6 @@ def test_resources_a_deployment_cannot_give_are_refused_with_the_fix() -> None:
         "resources.gpus and resources.vllm_gpus to 0"
     }
     assert "must equal resources.gpus (2)" in problems({"gpus": 2, "processes": 3})["resources.processes"]
-    assert problems({"processes": 2}) == {}
     assert "only args.use_vllm" in problems({"vllm_gpus": 1})["resources.vllm_gpus"]
     assert problems({"vllm_gpus": 1}, use_vllm=True, vllm_mode="server") == {}
     assert "needs a vLLM server" in problems({}, use_vllm=True, vllm_mode="server")["args.vllm_mode"]
@@ -59,7 +58,14 @@ def test_resources_a_deployment_cannot_give_are_refused_with_the_fix() -> None:
     assert problems({}, vllm_server_url="http://operator:8000", use_vllm=True, vllm_mode="server") == {}
     assert problems({}, use_vllm=True) == {}  # colocate: TRL's default mode, on the training GPUs
     assert "only CPUs" in problems({}, device="cpu", use_vllm=True)["args.use_vllm"]
-    assert "trains on GPUs" in problems({"distributed": "zero3", "processes": 2}, device="cpu")["resources.distributed"]
+    assert (
+        "shards the model over GPUs"
+        in problems({"distributed": "zero3", "processes": 2}, device="cpu")["resources.distributed"]
+    )
+    assert "shards the model" in problems({"distributed": "fsdp", "processes": 2, "gpus": 0})["resources.distributed"]
+    assert problems({"distributed": "ddp", "processes": 2, "gpus": 0}) == {}
+    assert problems({"processes": 2}, device="cpu") == {}  # a CPU deployment: gloo
+    assert "needs resources.gpus: 2" in problems({"processes": 2})["resources.gpus"]
 
 
 def test_resources_are_part_of_the_spec_and_a_typo_is_named() -> None:
@@ -70,3 +76,20 @@ def test_resources_are_part_of_the_spec_and_a_typo_is_named() -> None:
         parse_spec(job_spec("m", resources={"gpu": 2}))
     with pytest.raises(Exception, match=r"resources\.distributed"):
         parse_spec(job_spec("m", resources={"distributed": "horovod"}))
+
+
+def test_a_job_server_and_a_named_server_are_not_both_asked_and_the_server_spans_its_gpus() -> None:
+    server = {"use_vllm": True, "vllm_mode": "server"}
+    assert (
+        "keep one of the two"
+        in problems({"vllm_gpus": 1}, **server, vllm_server_base_url="http://gen:8000")["resources.vllm_gpus"]
+    )
+    assert "keep one of the two" in problems({"vllm_gpus": 1}, **server, vllm_server_port=8001)["resources.vllm_gpus"]
+    # TRL also takes a host and a port in place of a base URL: either names the server.
+    assert problems({}, **server, vllm_server_host="10.0.0.5", vllm_server_port=8001) == {}
+    assert (
+        "must equal resources.vllm_gpus (2)"
+        in problems({"vllm_gpus": 2}, **server, vllm_tensor_parallel_size=1)["args.vllm_tensor_parallel_size"]
+    )
+    assert problems({"vllm_gpus": 2}, **server, vllm_tensor_parallel_size=2) == {}
+    assert problems({}, use_vllm=True, vllm_tensor_parallel_size=2) == {}  # colocate's own setting

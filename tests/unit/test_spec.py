@@ -306,10 +306,6 @@ def test_structural_problems_name_their_field() -> None:
     assert "did you mean 'model'?" in problems["modle"]
 
 
-def test_peft_config_is_refused_until_supported() -> None:
-    assert "not supported" in problems_of(job_spec("m", peft_config={"r": 8}))["peft_config"]
-
-
 def test_all_problems_are_reported_at_once() -> None:
     spec = copy.deepcopy(job_spec("m"))
     spec["args"].update(num_generations=1, loss_type="x")
