@@ -181,7 +181,15 @@ def _memory(section: dict[str, Any]) -> list[Row]:
             f"x{section['last_to_idle_ratio']}",
             "back to idle (<= x1.05)",
             _met(section["last_to_idle_ratio"], 1.05),
-        )
+        ),
+        (
+            "6. API process memory, idle",
+            f"{section['api_rss_mib']['idle']} MiB",
+            f"bare FastAPI app on uvicorn {section['api_rss_mib']['bare_fastapi']} MiB",
+            f"x{section['api_to_bare_ratio']}",
+            "(no target; never imports torch)",
+            None,
+        ),
     ]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from shared.json_sql import embedded_json, json_object
@@ -25,23 +25,33 @@ def store_samples(session: Session, job_id: str, by_step: dict[int, list[dict[st
     if not by_step:
         return
     session.execute(delete(Sample).where(Sample.job_id == job_id, Sample.step.in_(list(by_step))))
-    session.add_all(
-        Sample(
-            job_id=job_id,
-            step=step,
-            index=index,
-            prompt=sample.get("prompt"),
-            completion=sample.get("completion"),
-            rewards=sample.get("rewards") or {},
-            advantage=sample.get("advantage"),
-        )
+    # One executemany of plain rows: the writer shares the training process's CPU, and ORM objects cost it.
+    rows = [
+        {
+            "job_id": job_id,
+            "step": step,
+            "index": index,
+            "prompt": sample.get("prompt"),
+            "completion": sample.get("completion"),
+            "rewards": sample.get("rewards") or {},
+            "advantage": sample.get("advantage"),
+        }
         for step, samples in by_step.items()
         for index, sample in enumerate(samples)
+    ]
+    session.execute(insert(Sample), rows)
+    # The newest step beyond the kept ones (found on the primary key's order), then everything up to it goes. Two
+    # statements: SQLite re-reads a subquery on the table a DELETE is removing rows from as it goes.
+    first_dropped = session.scalar(
+        select(Sample.step)
+        .where(Sample.job_id == job_id)
+        .distinct()
+        .order_by(Sample.step.desc())
+        .offset(keep_steps)
+        .limit(1)
     )
-    session.flush()
-    kept = select(Sample.step).where(Sample.job_id == job_id).distinct().order_by(Sample.step.desc()).limit(keep_steps)
-    oldest_kept = select(func.min(kept.subquery().c.step)).scalar_subquery()
-    session.execute(delete(Sample).where(Sample.job_id == job_id, Sample.step < oldest_kept))
+    if first_dropped is not None:
+        session.execute(delete(Sample).where(Sample.job_id == job_id, Sample.step <= first_dropped))
 
 
 def discard_samples_after(session: Session, job_id: str, step: int) -> None:

@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     sample_steps_kept: int = Field(
         default=200, ge=1, description="A job keeps the samples of its newest this many logged steps."
     )
+    sample_interval_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Samples are kept of at most one logged step in this many seconds (and of the last step); 0: "
+        "of every logged step.",
+    )
     sample_max_chars: int = Field(
         default=4000, ge=100, description="A sample's prompt or completion is cut to this many characters."
     )

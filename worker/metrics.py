@@ -180,6 +180,7 @@ class MetricsCallback(TrainerCallback):
         attempt: int,
         samples_per_step: int = 0,
         sample_max_chars: int = 4000,
+        sample_interval: float = 0.0,
     ) -> None:
         self.writer = writer
         self.database = database
@@ -188,6 +189,8 @@ class MetricsCallback(TrainerCallback):
         self.summary: dict[str, Any] = {}
         self.samples_per_step = samples_per_step
         self.sample_max_chars = sample_max_chars
+        self.sample_interval = sample_interval
+        self._last_sampled = float("-inf")
         # The trainer whose gathered completions are sampled (set once it is built).
         self.trainer: Any = None
 
@@ -219,10 +222,17 @@ class MetricsCallback(TrainerCallback):
             return
         metrics = dict(logs)
         epoch = metrics.pop("epoch", None)
-        training = not any(key.startswith("eval_") for key in metrics)  # an evaluation's log has no new samples
-        samples = (
-            capture_samples(self.trainer, self.samples_per_step, self.sample_max_chars)
-            if training and self.trainer is not None
-            else None
-        )
-        self.writer.add(state.global_step, epoch, metrics, samples or None)
+        self.writer.add(state.global_step, epoch, metrics, self._samples(state, metrics) or None)
+
+    def _samples(self, state: TrainerState, metrics: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """A few of the step's completions: at most one logged step every `sample_interval` seconds, and the last
+        step. Storing them costs the writer (and the CPU training shares) some milliseconds: bounded in time, that
+        cost stays out of fast runs' way, and a run of seconds per step has every step sampled."""
+        if self.trainer is None or any(key.startswith("eval_") for key in metrics):
+            return None  # an evaluation's log has no new completions
+        now = time.monotonic()
+        last_step = state.max_steps > 0 and state.global_step >= state.max_steps
+        if now - self._last_sampled < self.sample_interval and not last_step:
+            return None
+        self._last_sampled = now
+        return capture_samples(self.trainer, self.samples_per_step, self.sample_max_chars)

@@ -364,7 +364,15 @@ def _run_trainer(
         settings.effective_metrics_flush_interval,
         keep_sample_steps=settings.sample_steps_kept,
     )
-    metrics = MetricsCallback(writer, database, job_id, attempt, settings.samples_per_step, settings.sample_max_chars)
+    metrics = MetricsCallback(
+        writer,
+        database,
+        job_id,
+        attempt,
+        settings.samples_per_step,
+        settings.sample_max_chars,
+        settings.sample_interval_seconds,
+    )
     control = ControlCallback(link)
     # The service rotates checkpoints itself, after the database confirms the claim (see CheckpointCallback).
     checkpoints = CheckpointCallback(database, job_id, attempt, keep=config.save_total_limit)

@@ -44,6 +44,7 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     assert all(row["errors"] == 0 for row in large["c8"].values())
     assert results["ingest"]["postgres"]["lost"] == results["ingest"]["sqlite"]["lost"] == 0
     assert results["memory"]["worker_rss_mib"]["idle"] > 0
+    assert results["memory"]["api_rss_mib"]["idle"] > results["memory"]["api_rss_mib"]["bare_fastapi"] > 0
     assert results["preview"]["seed_rewards"]["n"] == results["preview"]["accuracy"]["n"] == 3
     assert results["preview"]["interpreter_floor"]["p50_ms"] > 0
     assert (

@@ -34,7 +34,12 @@ SAMPLES_PER_STEP, SAMPLE_STEPS_KEPT = 4, 5
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """One `grpo up` for the module, keeping 4 samples of each of the newest 5 steps."""
     root = tmp_path_factory.mktemp("watching")
-    settings = {**FAST_LIFECYCLE, "samples_per_step": str(SAMPLES_PER_STEP), "sample_steps_kept": "5"}
+    settings = {
+        **FAST_LIFECYCLE,
+        "samples_per_step": str(SAMPLES_PER_STEP),
+        "sample_steps_kept": "5",
+        "sample_interval_seconds": "0",  # every logged step
+    }
     running = Service(base_env(root / "data", **settings), root)
     try:
         running.start_api("up")

@@ -84,3 +84,32 @@ def test_nothing_is_captured_from_a_trainer_without_gathered_completions() -> No
 
     assert capture_samples(NotATrainer(), 4, 100) == []
     assert capture_samples(None, 4, 100) == []
+
+
+def test_samples_are_taken_at_most_once_an_interval_and_at_the_last_step() -> None:
+    from collections import defaultdict, deque
+
+    from transformers import TrainerState
+
+    from worker.metrics import MetricsCallback
+
+    class Gathered:  # what GRPOTrainer keeps in `_logs` after a generation (the shape test above checks TRL's)
+        _logs = {
+            "prompt": deque(["p"]),
+            "completion": deque(["c"]),
+            "rewards": defaultdict(deque, {"r": deque([1.0])}),
+            "advantages": deque([0.0]),
+        }
+
+    callback = MetricsCallback(None, None, "job", 1, samples_per_step=4, sample_interval=3600)  # type: ignore[arg-type]
+    callback.trainer = Gathered()
+    state = TrainerState(max_steps=10)
+    taken = []
+    for step in range(1, 11):
+        state.global_step = step
+        taken.append(bool(callback._samples(state, {"loss": 0.1})))
+    assert taken == [True] + [False] * 8 + [True]  # the first, then nothing within the hour, then the last step
+    assert callback._samples(state, {"eval_loss": 0.1}) is None  # an evaluation has no new completions
+    every = MetricsCallback(None, None, "job", 1, samples_per_step=4, sample_interval=0)  # type: ignore[arg-type]
+    every.trainer = Gathered()
+    assert all(every._samples(state, {"loss": 0.1}) for _ in range(3))
