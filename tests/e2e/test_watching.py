@@ -186,19 +186,36 @@ def test_trls_own_report_to_writes_tensorboard_logs_beside_the_services_recordin
     assert [p["step"] for p in service.all_metrics(job["id"])] == list(range(1, 9))
 
 
-def test_grpo_watch_in_a_terminal_shows_progress_and_exits_with_the_jobs_end(
-    service: Service, tiny_model: Path
-) -> None:
-    job = service.submit(slow_job(tiny_model, steps=16, metadata={"suite": "terminal"}))
-    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
-    watch = pexpect.spawn(
+TERMINAL_ENV = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+
+
+def watch_in_a_terminal(service: Service, job_id: str) -> pexpect.spawn:
+    """`grpo watch JOB_ID` under a pseudo-terminal of 40 x 120."""
+    return pexpect.spawn(
         sys.executable,
-        ["-m", "cli.main", "watch", job["id"], "--url", service.url],
-        env=env,
+        ["-m", "cli.main", "watch", job_id, "--url", service.url],
+        env=TERMINAL_ENV,
         timeout=180,
         dimensions=(40, 120),
         encoding="utf-8",
     )
+
+
+def grpo_in_a_terminal(service: Service, *arguments: str) -> str:
+    return str(
+        pexpect.run(
+            f"{sys.executable} -m cli.main {' '.join(arguments)} --url {service.url}",
+            env=TERMINAL_ENV,
+            encoding="utf-8",
+        )
+    )
+
+
+def test_grpo_watch_in_a_terminal_shows_progress_and_exits_with_the_jobs_end(
+    service: Service, tiny_model: Path
+) -> None:
+    job = service.submit(slow_job(tiny_model, steps=16, metadata={"suite": "terminal"}))
+    watch = watch_in_a_terminal(service, job["id"])
     watch.expect("ETA")  # the live view's progress bar
     watch.expect("reward")
     watch.expect(pexpect.EOF)
@@ -214,23 +231,12 @@ def test_grpo_watch_in_a_terminal_shows_progress_and_exits_with_the_jobs_end(
     cancelled = service.submit(slow_job(tiny_model, steps=2000))
     service.wait_until(cancelled["id"], lambda j: j["status"] == "running")
     service.http.post(f"/v1/jobs/{cancelled['id']}/cancel")
-    watched = pexpect.spawn(
-        sys.executable,
-        ["-m", "cli.main", "watch", cancelled["id"], "--url", service.url],
-        env=env,
-        timeout=120,
-        dimensions=(40, 120),
-        encoding="utf-8",
-    )
+    watched = watch_in_a_terminal(service, cancelled["id"])
     watched.expect(pexpect.EOF)
     watched.close()
     assert watched.exitstatus == 3
 
-    listing = pexpect.run(
-        f"{sys.executable} -m cli.main jobs --url {service.url} --metadata suite=terminal", env=env, encoding="utf-8"
-    )
+    listing = grpo_in_a_terminal(service, "jobs", "--metadata", "suite=terminal")
     assert job["id"] in listing and "succeeded" in listing and cancelled["id"] not in listing
-    timeline = pexpect.run(
-        f"{sys.executable} -m cli.main events {job['id']} --url {service.url}", env=env, encoding="utf-8"
-    )
+    timeline = grpo_in_a_terminal(service, "events", job["id"])
     assert "job queued" in timeline and "reward sandbox started" in timeline and "succeeded" in timeline
