@@ -91,10 +91,15 @@ def _json_types(annotation: Any) -> dict[str, Any]:
     return described
 
 
-def _json_default(field: dataclasses.Field[Any]) -> Any:
-    if field.default is dataclasses.MISSING:
+def json_default(field: dataclasses.Field[Any], call_factory: bool = False) -> Any:
+    """The field's default as JSON (an enum member's value; a Python object's repr); a default factory's value
+    when `call_factory`, else None."""
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif call_factory and field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
         return None
-    value = field.default
     if isinstance(value, enum.Enum):
         return value.value
     try:
@@ -119,7 +124,7 @@ def describe_installed_grpo_config() -> dict[str, Any]:
             continue
         description = _json_types(hints[field.name])
         description["types"] += [k for k in EXTRA_TYPES.get(field.name, []) if k not in description["types"]]
-        description["default"] = _json_default(field)
+        description["default"] = json_default(field)
         if field.name in TRL_STRING_CHOICES:
             description["choices"] = TRL_STRING_CHOICES[field.name]
         if field.name in object_keys:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.grpo_config_description import _json_types as json_types
-from shared.grpo_config_description import render_description
+from shared.grpo_config_description import json_default, render_description
 
 DESCRIPTION_PATH = Path(__file__).with_name("lora_config_fields.json")
 
@@ -38,22 +38,6 @@ def _literal_choices(annotation: Any) -> list[str]:
     ]
 
 
-def _json_default(field: dataclasses.Field[Any]) -> Any:
-    """The field's default as JSON (a default factory is called); a Python object's default is its repr."""
-    if field.default is not dataclasses.MISSING:
-        value = field.default
-    elif field.default_factory is not dataclasses.MISSING:
-        value = field.default_factory()
-    else:
-        return None
-    value = getattr(value, "value", value)  # an enum member
-    try:
-        json.dumps(value)
-    except TypeError:
-        return repr(value)
-    return value
-
-
 def describe_installed_lora_config() -> dict[str, Any]:
     """Describe the installed PEFT's LoraConfig (imports PEFT: for the generator and its test, never the API)."""
     import peft
@@ -67,7 +51,7 @@ def describe_installed_lora_config() -> dict[str, Any]:
         description = json_types(hints[field.name])
         if choices := _literal_choices(hints[field.name]):
             description["choices"] = choices
-        description["default"] = _json_default(field)
+        description["default"] = json_default(field, call_factory=True)
         description["help"] = " ".join(str(field.metadata.get("help", "")).split())
         fields[field.name] = description
     return {"peft_version": peft.__version__, "fields": fields}
