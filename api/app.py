@@ -8,9 +8,9 @@ from fastapi.staticfiles import StaticFiles
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.routes import checkpoints, dashboard, files, health, jobs, operators, rewards, stream, watching
-from shared.db import Database
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
+from shared.store.db import Database
 
 DESCRIPTION = """
 GRPO fine-tuning as a service. POST a job spec (`GRPOTrainer`'s own arguments as JSON), then poll

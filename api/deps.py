@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from celery import Celery
 from fastapi import Request
 
-from shared.db import Database
 from shared.settings import Settings
+from shared.store.db import Database
 
 
 @dataclass

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorBody, ErrorDetail, FieldError
-from shared.problems import Problem, SpecError
-from shared.spec import problems_from_errors
+from shared.spec.job import problems_from_errors
+from shared.spec.problems import Problem, SpecError
 
 
 class ApiError(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.reward_specs import RewardSpec
+from shared.spec.rewards import RewardSpec
 
 
 class JobOut(BaseModel):

@@ -1,4 +1,4 @@
-"""JSON bodies of the read endpoints, as the database writes them (see shared/json_sql.py).
+"""JSON bodies of the read endpoints, as the database writes them (see shared/store/json_sql.py).
 
 The shapes are the pydantic models of `api/schemas.py`, which document them in OpenAPI; a test checks every body
 against them.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from shared.jobs import Page
+from shared.store.jobs import Page
 
 
 class JSONText(Response):

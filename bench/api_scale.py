@@ -14,7 +14,7 @@ import psutil
 
 from bench.common import Sizes, ensure_wrk, postgres_database
 from bench.populate import populate
-from shared.db import migrate
+from shared.store.db import migrate
 from tests.processes import Service, base_env
 from tests.services import redis_url
 

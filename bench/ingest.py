@@ -12,11 +12,11 @@ from sqlalchemy import func, insert, select
 
 from bench.common import Sizes, postgres_database
 from bench.populate import TRL_STEP_KEYS
-from shared import jobs
-from shared.db import Database, migrate
-from shared.models import MetricPoint, utcnow
-from shared.spec import JobSpec
-from shared.states import claim
+from shared.spec.job import JobSpec
+from shared.store import jobs
+from shared.store.db import Database, migrate
+from shared.store.models import MetricPoint, utcnow
+from shared.store.states import claim
 from tests.specs import job_spec
 from worker.metrics import MetricsWriter
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.common import Sizes, postgres_database, summary_ms
 from bench.populate import populate
-from shared.db import migrate
+from shared.store.db import migrate
 from tests.processes import Service, base_env
 from tests.services import redis_url
 

@@ -42,7 +42,7 @@ def _prepare_database(settings: Settings) -> None:
     from sqlalchemy import make_url
     from sqlalchemy.exc import DBAPIError
 
-    from shared.db import SchemaNotReady, migrate, require_schema
+    from shared.store.db import SchemaNotReady, migrate, require_schema
 
     if settings.database_url is None:
         settings.ensure_data_dir()
@@ -148,7 +148,7 @@ def worker(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "I
 @app.command()
 def migrate() -> None:
     """Bring the database schema to the newest migration (the compose one-shot runs this)."""
-    from shared.db import migrate as run_migrations
+    from shared.store.db import migrate as run_migrations
 
     settings = load_settings()
     settings.ensure_data_dir()

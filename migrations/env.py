@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from shared.db import make_engine
-from shared.models import Base
+from shared.store.db import make_engine
+from shared.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata

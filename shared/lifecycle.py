@@ -1,6 +1,6 @@
 """What users do to jobs: submit (idempotently), cancel, pause and resume; and sending a job to the workers.
 
-Status changes themselves are `shared.states`' conditional UPDATEs; this module decides which one a user's
+Status changes themselves are `shared.store.states`' conditional UPDATEs; this module decides which one a user's
 request means, and refuses, with a reason, the requests a job's status does not allow.
 """
 
@@ -12,14 +12,14 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import files, jobs, workers
-from shared.db import Database
-from shared.models import Job
-from shared.problems import SpecError
 from shared.queue import send_run_job
 from shared.settings import Settings
-from shared.spec import JobSpec, check_files, file_ids
-from shared.states import TERMINAL, JobStatus, request_action, transition
+from shared.spec.job import JobSpec, check_files, file_ids
+from shared.spec.problems import SpecError
+from shared.store import files, jobs, workers
+from shared.store.db import Database
+from shared.store.models import Job
+from shared.store.states import TERMINAL, JobStatus, request_action, transition
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from celery import Celery
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import Engine, create_engine, event
 
-from shared.resources import queue_for
 from shared.settings import Settings
+from shared.spec.resources import queue_for
 
 RUN_JOB_TASK = "grpo.run_job"
 
@@ -100,6 +100,6 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def send_run_job(app: Celery, settings: Settings, job_id: str, gpus_needed: int = 0) -> None:
-    """Ask a worker that can hold it (see shared/resources.py) to run `job_id` (raises when the broker cannot be
+    """Ask a worker that can hold it (see shared/spec/resources.py) to run `job_id` (raises when the broker cannot be
     reached)."""
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(settings.queue, gpus_needed))

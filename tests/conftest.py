@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import redis
 
-from shared.db import Database, migrate
+from shared.store.db import Database, migrate
 from tests.processes import Service, base_env
 from tests.services import libpq_url, postgres_admin_url, redis_url
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from shared import jobs
-from shared.db import Database
-from shared.spec import JobSpec
-from shared.states import claim
+from shared.spec.job import JobSpec
+from shared.store import jobs
+from shared.store.db import Database
+from shared.store.states import claim
 from tests.specs import job_spec
 
 LEASE_SECONDS = 60.0

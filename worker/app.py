@@ -10,11 +10,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
-from shared import workers
-from shared.db import Database
 from shared.queue import RUN_JOB_TASK, make_celery
-from shared.resources import gpu_count, queues_for_worker
 from shared.settings import Settings
+from shared.spec.resources import gpu_count, queues_for_worker
+from shared.store import workers
+from shared.store.db import Database
 from worker.devices import detect_devices
 from worker.execute import WorkerContext, execute_job
 from worker.reconcile import Reconciler

@@ -9,8 +9,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from shared import jobs
-from shared.db import Database
+from shared.store import jobs
+from shared.store.db import Database
 from worker.child import WorkerLink
 
 

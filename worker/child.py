@@ -72,7 +72,7 @@ def child_main(settings: Settings, job_id: str, attempt: int, connection: Connec
     link = WorkerLink(connection)
     threading.Thread(target=link.listen, name="worker-link", daemon=True).start()
 
-    from shared.db import Database
+    from shared.store.db import Database
     from worker.runner import train  # preloaded by the forkserver: no import cost here
 
     database = Database.from_settings(settings)

@@ -8,8 +8,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
-from shared.dataset_specs import DatasetSpec, FileDataset, HubDataset, InlineDataset, PathDataset
-from shared.models import UploadedFile
+from shared.spec.datasets import DatasetSpec, FileDataset, HubDataset, InlineDataset, PathDataset
+from shared.store.models import UploadedFile
 
 # File suffixes (and upload formats) and the `datasets` builder that reads them.
 FILE_BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}

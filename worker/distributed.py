@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from shared.resources import Resources
+from shared.spec.resources import Resources
 from worker.child import WorkerLink
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"

@@ -21,13 +21,13 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from shared import jobs, workers
-from shared.db import Database
 from shared.lifecycle import dispatch
-from shared.models import Job
-from shared.resources import gpu_count
 from shared.settings import Settings
-from shared.states import JobStatus, claim, renew_lease, transition
+from shared.spec.resources import gpu_count
+from shared.store import jobs, workers
+from shared.store.db import Database
+from shared.store.models import Job
+from shared.store.states import JobStatus, claim, renew_lease, transition
 from worker.training_process import TrainingProcess
 
 log = logging.getLogger(__name__)

@@ -1,11 +1,11 @@
-"""LoRA jobs: the PEFT `LoraConfig` a job's `peft_config` becomes (checked at submit by `shared.peft_spec`)."""
+"""LoRA jobs: the PEFT `LoraConfig` a job's `peft_config` becomes (checked at submit by `shared.spec.peft`)."""
 
 from __future__ import annotations
 
 from peft import LoraConfig
 
-from shared.peft_spec import TASK_TYPE
-from shared.spec import JobSpec
+from shared.spec.job import JobSpec
+from shared.spec.peft import TASK_TYPE
 
 
 def build_lora_config(spec: JobSpec) -> LoraConfig | None:

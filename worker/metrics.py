@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from shared import jobs
-from shared.db import Database
-from shared.jobs import LeaseLost, MetricRecord
-from shared.models import utcnow
+from shared.store import jobs
+from shared.store.db import Database
+from shared.store.jobs import LeaseLost, MetricRecord
+from shared.store.models import utcnow
 from worker.samples import capture_samples
 
 log = logging.getLogger(__name__)

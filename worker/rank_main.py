@@ -40,8 +40,8 @@ def main() -> None:
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the stall watchdog asks where it is stuck
     job_id, attempt = sys.argv[1], int(sys.argv[2])
 
-    from shared.db import Database
     from shared.settings import load_settings
+    from shared.store.db import Database
     from worker.distributed import connect_to_launcher, is_main_rank
     from worker.runner import train
 

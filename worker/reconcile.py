@@ -14,11 +14,11 @@ import threading
 import time
 from datetime import timedelta
 
-from shared import jobs, workers
 from shared.lifecycle import dispatch
-from shared.models import utcnow
-from shared.resources import gpu_count
-from shared.states import JobStatus, expired_leases, transition
+from shared.spec.resources import gpu_count
+from shared.store import jobs, workers
+from shared.store.models import utcnow
+from shared.store.states import JobStatus, expired_leases, transition
 from worker.execute import WorkerContext
 
 log = logging.getLogger(__name__)

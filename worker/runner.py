@@ -18,13 +18,14 @@ import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
-from shared import files, jobs
-from shared.db import Database
-from shared.jobs import LeaseLost
-from shared.models import UploadedFile
-from shared.resources import DoesNotFit, gpu_plan
+from sandbox.client import SandboxLimits
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec.job import JobSpec
+from shared.spec.resources import DoesNotFit, gpu_plan
+from shared.store import files, jobs
+from shared.store.db import Database
+from shared.store.jobs import LeaseLost
+from shared.store.models import UploadedFile
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
 from worker.child import WorkerLink
 from worker.data import DatasetProblem, load_prompts
@@ -33,7 +34,6 @@ from worker.lora import build_lora_config
 from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import ModelNotFound, check_model_reference
 from worker.rewards import RewardFunctionError, Rewards, build_reward_funcs
-from worker.rewards.sandbox import SandboxLimits
 from worker.vllm_server import EventSink, VllmServerFailed, start_for_job, trainer_arguments
 
 # The CUDA_VISIBLE_DEVICES the worker itself had, kept before the child narrows it to training's GPUs.

@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
-from shared.resources import names_vllm_server, vllm_server_mode
+from shared.spec.resources import names_vllm_server, vllm_server_mode
 
 if TYPE_CHECKING:
     from shared.settings import Settings
-    from shared.spec import JobSpec
+    from shared.spec.job import JobSpec
 
 HOST = "127.0.0.1"
 # What TRL's VLLMClient.check_server polls (`trl vllm-serve` runs vLLM's own OpenAI server since TRL 1.x).

@@ -13,7 +13,7 @@ from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import CheckpointList, ErrorBody
 from api.views import JSONText
-from shared import jobs
+from shared.store import jobs
 
 router = APIRouter(prefix="/v1/jobs", tags=["checkpoints"])
 ServicesDep = Annotated[Services, Depends(services)]

@@ -1,6 +1,6 @@
 """/v1/files: prompt datasets uploaded for jobs to train on (`"train_dataset": {"file_id": ...}`).
 
-An upload is checked whole (see `shared.files`) before anything is kept; the bytes go to the data dir, the
+An upload is checked whole (see `shared.store.files`) before anything is kept; the bytes go to the data dir, the
 database keeps what the API shows. A request larger than `GRPO_MAX_UPLOAD_MB` is refused from its Content-Length,
 before its body is read; one sent without a Content-Length as soon as what arrived passes the limit.
 """
@@ -22,10 +22,10 @@ from starlette.types import Message, Receive
 from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, FileDeleted, FileList, FileOut
-from shared import files
-from shared.files import FileInUse, UploadRefused
-from shared.models import UploadedFile
-from shared.problems import Problem, SpecError
+from shared.spec.problems import Problem, SpecError
+from shared.store import files
+from shared.store.files import FileInUse, UploadRefused
+from shared.store.models import UploadedFile
 
 ServicesDep = Annotated[Services, Depends(services)]
 MIB = 2**20

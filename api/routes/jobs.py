@@ -13,11 +13,12 @@ from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
 from api.views import JSONText, render_page
-from shared import files, jobs, lifecycle
+from shared import lifecycle
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
-from shared.problems import SpecError
-from shared.spec import JobSpec, check_spec, file_ids
-from shared.states import JobStatus
+from shared.spec.job import JobSpec, check_spec, file_ids
+from shared.spec.problems import SpecError
+from shared.store import files, jobs
+from shared.store.states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]

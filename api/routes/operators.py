@@ -12,8 +12,9 @@ from prometheus_client.registry import Collector
 
 from api.deps import Services, services
 from api.schemas import WorkerList
-from shared import telemetry, workers
-from shared.db import Database
+from shared.store import workers
+from shared.store.db import Database
+from shared.watching import telemetry
 
 router = APIRouter(tags=["operators"])
 ServicesDep = Annotated[Services, Depends(services)]

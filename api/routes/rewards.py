@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends
 from api.deps import Services, services
 from api.errors import ApiError
 from api.schemas import ErrorBody, PreviewOut, PreviewRequest, RewardScoresOut
-from shared.problems import Problem, SpecError
-from shared.spec import check_reward_sources
-from worker.rewards.preview import PreviewInputs, preview_rewards
-from worker.rewards.sandbox import SandboxLimits
+from sandbox.client import SandboxLimits
+from sandbox.preview import PreviewInputs, preview_rewards
+from shared.spec.job import check_reward_sources
+from shared.spec.problems import Problem, SpecError
 
 router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
 ServicesDep = Annotated[Services, Depends(services)]

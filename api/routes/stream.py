@@ -12,8 +12,8 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from api.deps import Services, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody
-from shared import jobs
-from shared.stream import BadCursor, Cursor, JobState, Poll, poll
+from shared.store import jobs
+from shared.watching.stream import BadCursor, Cursor, JobState, Poll, poll
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]

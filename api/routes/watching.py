@@ -17,8 +17,9 @@ from api.errors import ApiError, not_found
 from api.routes.jobs import ERRORS, MAX_INT32
 from api.schemas import SamplePage, SeriesOut
 from api.views import JSONText, render_page
-from shared import jobs, samples, series
-from shared.jobs import Page
+from shared.store import jobs, samples
+from shared.store.jobs import Page
+from shared.watching import series
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ServicesDep = Annotated[Services, Depends(services)]

@@ -8,7 +8,7 @@ Create Date: 2026-11-25
 import sqlalchemy as sa
 from alembic import op
 
-from shared.models import UtcDateTime
+from shared.store.models import UtcDateTime
 
 revision = "0002"
 down_revision = "0001"

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from shared.models import UtcDateTime
+from shared.store.models import UtcDateTime
 
 revision = "0005"
 down_revision = "0004"

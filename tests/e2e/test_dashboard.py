@@ -15,8 +15,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import insert
 
-from shared.db import Database
-from shared.models import MetricPoint, utcnow
+from shared.store.db import Database
+from shared.store.models import MetricPoint, utcnow
 from tests.conftest import FAST_LIFECYCLE, ROOT
 from tests.processes import Service, base_env
 from tests.specs import job_spec, python_reward

@@ -19,11 +19,11 @@ import psycopg
 import redis
 from sqlalchemy import make_url, select
 
-from shared.db import Database
-from shared.models import Checkpoint, Job, JobEvent, MetricPoint
 from shared.queue import make_celery, send_run_job
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec.job import JobSpec
+from shared.store.db import Database
+from shared.store.models import Checkpoint, Job, JobEvent, MetricPoint
 from tests.processes import GrpoProcess, Service, base_env
 from tests.services import libpq_url
 from tests.specs import job_spec, python_reward
@@ -40,7 +40,7 @@ SLOW_REWARD = python_reward(
     "    kwargs['log_metric']('sandbox_pid', os.getpid())\n"
     "    return [-abs(10 - len(c)) for c in completions]\n"
 )
-SANDBOX_PROGRAM = "worker.rewards.sandbox_server"
+SANDBOX_PROGRAM = "sandbox.server"
 
 
 def slow_job(model: Path, steps: int, save_steps: int = 1000) -> dict[str, Any]:

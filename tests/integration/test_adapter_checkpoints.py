@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shared import jobs
-from shared.db import Database
-from shared.spec import JobSpec
-from shared.states import claim
+from shared.spec.job import JobSpec
+from shared.store import jobs
+from shared.store.db import Database
+from shared.store.states import claim
 from tests.specs import job_spec
 from tests.store import LEASE_SECONDS, new_job
 

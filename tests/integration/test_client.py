@@ -9,11 +9,11 @@ from pathlib import Path
 from sqlalchemy import update
 
 from cli.client import Client
-from shared import jobs
-from shared.db import Database
-from shared.jobs import MetricRecord
-from shared.models import Job, utcnow
-from shared.states import JobStatus, claim, transition
+from shared.store import jobs
+from shared.store.db import Database
+from shared.store.jobs import MetricRecord
+from shared.store.models import Job, utcnow
+from shared.store.states import JobStatus, claim, transition
 from tests.processes import Service
 from tests.store import LEASE_SECONDS
 

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, select
 
-from shared import jobs
-from shared.db import Database, SchemaNotReady, current_revision, head_revision, migrate, require_schema
-from shared.jobs import MetricRecord
-from shared.models import Job, JobEvent, MetricPoint, utcnow
-from shared.states import JobStatus, claim, transition
+from shared.store import jobs
+from shared.store.db import Database, SchemaNotReady, current_revision, head_revision, migrate, require_schema
+from shared.store.jobs import MetricRecord
+from shared.store.models import Job, JobEvent, MetricPoint, utcnow
+from shared.store.states import JobStatus, claim, transition
 from tests.store import LEASE_SECONDS, new_job, running_job
 
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared import files
-from shared.db import Database
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec.job import JobSpec
+from shared.store import files
+from shared.store.db import Database
 from tests.processes import Service, base_env
 from tests.specs import job_spec
 from tests.store import new_job

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from shared import jobs
-from shared.db import Database
+from shared.store import jobs
+from shared.store.db import Database
 from tests.store import running_job
 from worker.execute import _finish, failure
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from shared import jobs
-from shared.db import Database
-from shared.jobs import LeaseLost, MetricRecord
-from shared.models import Job, utcnow
 from shared.queue import make_celery
 from shared.settings import Settings
-from shared.states import JobStatus, claim, expired_leases, renew_lease, request_action, transition
+from shared.store import jobs
+from shared.store.db import Database
+from shared.store.jobs import LeaseLost, MetricRecord
+from shared.store.models import Job, utcnow
+from shared.store.states import JobStatus, claim, expired_leases, renew_lease, request_action, transition
 from tests.store import LEASE_SECONDS, new_job, running_job
 from worker.execute import WorkerContext
 from worker.reconcile import IDLE_GRACE_SECONDS, requeue_expired, resend_lost_messages
@@ -183,7 +183,7 @@ def test_a_resume_rewinds_the_metrics_and_says_where_to(database: Database) -> N
 def test_a_writer_frozen_inside_a_transaction_loses_it_and_the_row_lock_it_held(postgres_url: str) -> None:
     # A worker paused mid-write (SIGSTOP, a suspended VM) would hold its job's row lock for as long as it is
     # frozen, and the sweep taking the job over would wait on it: the server ends such a transaction instead.
-    from shared.db import migrate
+    from shared.store.db import migrate
 
     migrate(postgres_url)
     frozen, sweeper = Database(postgres_url, idle_transaction_seconds=1), Database(postgres_url)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from shared import jobs
-from shared.db import Database
+from shared.store import jobs
+from shared.store.db import Database
 from tests.store import running_job
 from worker.metrics import MetricsWriter, MetricsWriterFailed
 

@@ -26,11 +26,11 @@ import psutil
 import pytest
 from sqlalchemy import select
 
-from shared.db import Database, migrate
-from shared.models import JobEvent
 from shared.settings import Settings
-from shared.spec import JobSpec
-from shared.states import claim
+from shared.spec.job import JobSpec
+from shared.store.db import Database, migrate
+from shared.store.models import JobEvent
+from shared.store.states import claim
 from tests.specs import job_spec
 from tests.store import new_job
 from worker import runner, vllm_server

@@ -12,13 +12,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import update
 
-from shared import jobs, samples, series, telemetry, workers
-from shared.db import Database
-from shared.jobs import MetricRecord
-from shared.models import Base, Job, Worker, utcnow
-from shared.spec import JobSpec
-from shared.states import JobStatus, claim, transition
-from shared.stream import BadCursor, Cursor, poll
+from shared.spec.job import JobSpec
+from shared.store import jobs, samples, workers
+from shared.store.db import Database
+from shared.store.jobs import MetricRecord
+from shared.store.models import Base, Job, Worker, utcnow
+from shared.store.states import JobStatus, claim, transition
+from shared.watching import series, telemetry
+from shared.watching.stream import BadCursor, Cursor, poll
 from tests.specs import job_spec
 from tests.store import new_job, running_job
 

@@ -15,7 +15,7 @@ def test_creating_the_api_and_validating_a_spec_imports_no_training_stack(tmp_pa
 import json, sys
 from api.app import create_app
 from shared.settings import Settings
-from shared.spec import parse_spec
+from shared.spec.job import parse_spec
 app = create_app(Settings(data_dir={str(tmp_path)!r}))
 app.openapi()
 seed = json.load(open({str(Path("examples/seed_job.json").resolve())!r}))

@@ -11,8 +11,8 @@ import pytest
 from datasets import Dataset, DatasetDict
 from pydantic import TypeAdapter
 
-from shared.dataset_specs import DatasetSpec
-from shared.models import UploadedFile
+from shared.spec.datasets import DatasetSpec
+from shared.store.models import UploadedFile
 from worker.data import DatasetProblem, load_prompts
 
 SPEC = TypeAdapter(DatasetSpec)

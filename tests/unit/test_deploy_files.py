@@ -133,7 +133,7 @@ def test_the_image_is_cuda_based_and_pins_what_the_tests_run() -> None:
 def test_the_image_runs_as_a_non_root_user_with_grpo_as_entrypoint() -> None:
     assert re.search(r"^USER (?!root)\w+", DOCKERFILE, re.MULTILINE)
     assert 'ENTRYPOINT ["grpo"]' in DOCKERFILE
-    for package_dir in ("api", "worker", "shared", "cli", "migrations"):
+    for package_dir in ("api", "worker", "shared", "sandbox", "cli", "migrations"):
         assert f"COPY {package_dir} ./{package_dir}" in DOCKERFILE
 
 
@@ -165,7 +165,7 @@ def test_a_multi_gpu_worker_profile_reserves_several_gpus_and_runs_the_same_work
 def test_the_image_has_deepspeed_for_the_zero_presets() -> None:
     import typing
 
-    from shared.resources import DistributedPreset
+    from shared.spec.resources import DistributedPreset
 
     assert re.search(r'pip install --no-build-isolation "deepspeed==[\d.]+"', DOCKERFILE)
     assert {"zero2", "zero3"} <= set(typing.get_args(DistributedPreset))

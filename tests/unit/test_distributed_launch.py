@@ -8,7 +8,7 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import launch_command_parser
 from torch.distributed.run import get_args_parser
 
-from shared.resources import Resources
+from shared.spec.resources import Resources
 from worker.distributed import PRESETS_DIR, launch_command
 
 EXPECTED_TYPES = {"ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED", "fsdp": "FSDP"}

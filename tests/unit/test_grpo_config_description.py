@@ -13,23 +13,23 @@ from typing import Any
 
 import pytest
 
-from shared import grpo_config_description
-from shared.grpo_args import check_args
-from shared.grpo_config_description import DESCRIPTION_PATH, describe_installed_grpo_config, render_description
+from shared.spec import grpo_config
+from shared.spec.grpo_args import check_args
+from shared.spec.grpo_config import DESCRIPTION_PATH, describe_installed_grpo_config, render_description
 
 
 def test_stored_description_matches_installed_trl() -> None:
     fresh = render_description(describe_installed_grpo_config())
     assert DESCRIPTION_PATH.read_text() == fresh, (
-        "shared/grpo_config_fields.json is out of date with the installed TRL: "
-        "run `python -m shared.grpo_config_description --write` and review the diff"
+        "shared/spec/grpo_config_fields.json is out of date with the installed TRL: "
+        "run `python -m shared.spec.grpo_config --write` and review the diff"
     )
 
 
-@pytest.mark.parametrize("field", sorted(grpo_config_description.TRL_STRING_CHOICES))
+@pytest.mark.parametrize("field", sorted(grpo_config.TRL_STRING_CHOICES))
 def test_string_choices_are_the_ones_trl_documents(field: str) -> None:
-    described = grpo_config_description.grpo_config_fields()[field]
-    for choice in grpo_config_description.TRL_STRING_CHOICES[field]:
+    described = grpo_config.grpo_config_fields()[field]
+    for choice in grpo_config.TRL_STRING_CHOICES[field]:
         # Quoted in the help text, with either quote (TRL writes "`group'" for scale_rewards).
         assert re.search(rf"[`']{re.escape(choice)}[`']", described["help"]), (field, choice)
 
@@ -130,9 +130,9 @@ def _samples(description: dict[str, Any]) -> list[Any]:
     return SAMPLES + description.get("choices", []) + description.get("item_choices", [])
 
 
-@pytest.mark.parametrize("field", sorted(grpo_config_description.grpo_config_fields()))
+@pytest.mark.parametrize("field", sorted(grpo_config.grpo_config_fields()))
 def test_trl_refuses_no_single_value_the_service_accepts(field: str, tmp_path: Path) -> None:
-    description = grpo_config_description.grpo_config_fields()[field]
+    description = grpo_config.grpo_config_fields()[field]
     disagreements = [
         value
         for value in _samples(description)
@@ -162,4 +162,4 @@ def test_described_defaults_are_trl_defaults(tmp_path: Path) -> None:
         "learning_rate",
         "max_completion_length",
     ):
-        assert grpo_config_description.default(name) == getattr(config, name), name
+        assert grpo_config.default(name) == getattr(config, name), name

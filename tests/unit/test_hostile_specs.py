@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.problems import SpecError
-from shared.reward_source import read_reward_source
-from shared.spec import parse_spec
+from shared.spec.job import parse_spec
+from shared.spec.problems import SpecError
+from shared.spec.reward_source import read_reward_source
 from tests.specs import job_spec, python_reward
 
 

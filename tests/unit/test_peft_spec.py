@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-from shared import peft_spec
-from shared.lora_config_description import (
+from shared.spec import peft
+from shared.spec.job import JobSpec, parse_spec
+from shared.spec.lora_config import (
     DESCRIPTION_PATH,
     describe_installed_lora_config,
     lora_config_fields,
     render_description,
 )
-from shared.problems import SpecError
-from shared.spec import JobSpec, parse_spec
+from shared.spec.problems import SpecError
 from tests.specs import job_spec
 
 GOOD_CONFIG = {"r": 8, "lora_alpha": 16, "target_modules": "all-linear"}
@@ -45,20 +45,20 @@ def problems_of(spec: dict[str, Any]) -> dict[str, str]:
 def test_stored_lora_description_matches_installed_peft() -> None:
     fresh = render_description(describe_installed_lora_config())
     assert DESCRIPTION_PATH.read_text() == fresh, (
-        "shared/lora_config_fields.json is out of date with the installed PEFT: "
-        "run `python -m shared.lora_config_description --write` and review the diff"
+        "shared/spec/lora_config_fields.json is out of date with the installed PEFT: "
+        "run `python -m shared.spec.lora_config --write` and review the diff"
     )
 
 
 def test_every_field_that_json_cannot_carry_is_refused_with_a_reason() -> None:
     fields = lora_config_fields()
-    for policy in (peft_spec.SERVICE_MANAGED, peft_spec.NOT_SUPPORTED):
+    for policy in (peft.SERVICE_MANAGED, peft.NOT_SUPPORTED):
         assert set(policy) <= set(fields), set(policy) - set(fields)
     # A field typed as a Python object (an EvaConfig, ...) must be named in NOT_SUPPORTED, with its reason: a new
     # PEFT that adds one fails here instead of accepting a JSON object PEFT would refuse.
     objects_only = {name for name, d in fields.items() if set(d["types"]) <= {"null"}}
-    assert objects_only <= set(peft_spec.NOT_SUPPORTED), objects_only - set(peft_spec.NOT_SUPPORTED)
-    assert set(peft_spec.ALIASES.values()) <= set(fields)
+    assert objects_only <= set(peft.NOT_SUPPORTED), objects_only - set(peft.NOT_SUPPORTED)
+    assert set(peft.ALIASES.values()) <= set(fields)
 
 
 # --- Verdicts and messages -------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.resources import DoesNotFit, Resources, check_resources, gpu_plan, queue_for, queues_for_worker
-from shared.spec import parse_spec
+from shared.spec.job import parse_spec
+from shared.spec.resources import DoesNotFit, Resources, check_resources, gpu_plan, queue_for, queues_for_worker
 from tests.specs import job_spec
 
 

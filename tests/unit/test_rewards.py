@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from shared.spec import JobSpec
+from sandbox.client import SandboxLimits
+from shared.spec.job import JobSpec
 from tests.specs import job_spec, python_reward, seed_example
 from worker.model_paths import ModelNotFound
 from worker.rewards import RewardFunctionError, Rewards, build_reward_funcs
-from worker.rewards.sandbox import SandboxLimits
 
 TRL_KWARGS: dict[str, Any] = {"prompts": ["p", "p"], "completion_ids": [[1], [2]], "trainer_state": None}
 THOUGHT = "<think>Two plus two makes four, surely.</think><answer>4</answer>"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.rewards.sandbox import RewardCallFailed, Sandbox, SandboxLimits
+from sandbox.client import RewardCallFailed, Sandbox, SandboxLimits
 
 # Neutralises every check of `sandbox_server.install_audit_hook` by changing the globals it reads (they live in the
 # sandbox's own `__main__`, which a reward can reach): what is left is the kernel.

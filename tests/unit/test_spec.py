@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shared.problems import SpecError
-from shared.spec import JobSpec, parse_spec
+from shared.spec.job import JobSpec, parse_spec
+from shared.spec.problems import SpecError
 from tests.specs import job_spec, python_reward, seed_example
 
 

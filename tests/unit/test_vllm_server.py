@@ -14,7 +14,7 @@ import pytest
 from trl.scripts.vllm_serve import ScriptArguments, make_parser
 
 from shared.settings import Settings
-from shared.spec import JobSpec
+from shared.spec.job import JobSpec
 from tests.specs import job_spec
 from worker import vllm_server
 from worker.runner import build_config

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.problems import Problem
+from shared.spec.problems import Problem
 
 DistributedPreset = Literal["ddp", "zero2", "zero3", "fsdp"]
 # The most GPUs one job may ask for (one machine).

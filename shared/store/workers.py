@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import Worker, utcnow
-from shared.resources import gpu_count
+from shared.spec.resources import gpu_count
+from shared.store.models import Worker, utcnow
 
 
 def register(session: Session, name: str, devices: dict[str, Any] | None = None) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shared.reward_specs import BuiltinReward, PythonReward
-from worker.rewards.confinement import Confinement
+from sandbox.confinement import Confinement
+from shared.spec.rewards import BuiltinReward, PythonReward
 
 # Seconds a new sandbox gets to start and compile the sources (imports such as sympy take a moment).
 START_SECONDS = 60.0
@@ -95,7 +95,7 @@ class Sandbox:
         self.scratch.mkdir(parents=True, exist_ok=True)
         self._buffer = b""
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-m", "worker.rewards.sandbox_server"],
+            [sys.executable, "-I", "-B", "-m", "sandbox.server"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log if self.log is not None else subprocess.DEVNULL,

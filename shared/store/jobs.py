@@ -1,6 +1,6 @@
 """The job store: jobs, their metric points and events, read and written in one place.
 
-Status changes are not here: they go through `shared.states`, the state machine.
+Status changes are not here: they go through `shared.store.states`, the state machine.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from shared import samples
-from shared.json_sql import embedded_json, json_object, utc_time
-from shared.models import Checkpoint, Job, JobEvent, MetricPoint, utcnow
-from shared.spec import JobSpec
-from shared.states import JobStatus
+from shared.spec.job import JobSpec
+from shared.store import samples
+from shared.store.json_sql import embedded_json, json_object, utc_time
+from shared.store.models import Checkpoint, Job, JobEvent, MetricPoint, utcnow
+from shared.store.states import JobStatus
 
 T = TypeVar("T")
 
@@ -58,7 +58,7 @@ class MetricRecord:
     epoch: float | None
     metrics: dict[str, Any]
     logged_at: datetime
-    # A few of the step's completions (see shared/samples.py), when the trainer had some to show.
+    # A few of the step's completions (see shared/store/samples.py), when the trainer had some to show.
     samples: list[dict[str, Any]] | None = None
 
 
@@ -145,7 +145,7 @@ def _fence(session: Session, job_id: str, attempt: int, **values: Any) -> None:
         raise LeaseLost(f"attempt {attempt} no longer owns job {job_id}")
 
 
-# --- Reads for the API: each row comes back as the JSON the API sends (see shared/json_sql.py) ---------------
+# --- Reads for the API: each row comes back as the JSON the API sends (see shared/store/json_sql.py) ---------------
 
 
 def _job_item(dialect: str) -> ColumnElement[str]:
@@ -495,7 +495,8 @@ def get_checkpoint(session: Session, job_id: str, name: str) -> Checkpoint | Non
 
 
 def set_job_fields(session: Session, job_id: str, attempt: int, **values: Any) -> None:
-    """Set progress fields of a running job (total_steps) for its claim; never its status (`shared.states` owns it).
+    """Set progress fields of a running job (total_steps) for its claim; never its status (`shared.store.states`
+    owns it).
 
     Fenced: raises LeaseLost when `attempt` no longer owns the job.
     """

@@ -2,8 +2,8 @@
 
 The shape mirrors `GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, peft_config)` so a TRL user
 recognises it. `JobSpec` checks the structure (pydantic); `check_spec` checks the meaning: `args` against
-GRPOConfig (see `shared.grpo_args`), `peft_config` against PEFT's LoraConfig (see `shared.peft_spec`), Python reward
-sources (they must parse and define the callable TRL will call), and that the reward functions find the dataset
+GRPOConfig (see `shared.spec.grpo_args`), `peft_config` against PEFT's LoraConfig (see `shared.spec.peft`), Python
+reward sources (they must parse and define the callable TRL will call), and that the reward functions find the dataset
 columns they ask for.
 """
 
@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from shared.dataset_specs import DatasetSpec, FileDataset, InlineDataset, renamed
-from shared.grpo_args import check_args
-from shared.peft_spec import check_peft_config
-from shared.problems import Problem, SpecError, did_you_mean
-from shared.resources import Resources, check_resources
-from shared.reward_source import TRL_REWARD_KWARGS, read_reward_source
-from shared.reward_specs import BUILTIN_NAMES, PythonReward, RewardSpec
+from shared.spec.datasets import DatasetSpec, FileDataset, InlineDataset, renamed
+from shared.spec.grpo_args import check_args
+from shared.spec.peft import check_peft_config
+from shared.spec.problems import Problem, SpecError, did_you_mean
+from shared.spec.resources import Resources, check_resources
+from shared.spec.reward_source import TRL_REWARD_KWARGS, read_reward_source
+from shared.spec.rewards import BUILTIN_NAMES, PythonReward, RewardSpec
 
 # How many rows with the same problem are named before the rest are counted.
 MAX_ROWS_NAMED = 3

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from shared import jobs
-from shared.models import Job
-from shared.states import TERMINAL, JobStatus
+from shared.store import jobs
+from shared.store.models import Job
+from shared.store.states import TERMINAL, JobStatus
 
 # Rows one poll reads at most of each kind; a client far behind catches up over several polls.
 BATCH = 500

@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from shared.dataset_specs import renamed
-from shared.jobs import json_safe
-from shared.models import Job, UploadedFile, utcnow
-from shared.problems import Problem
-from shared.states import JobStatus
+from shared.spec.datasets import renamed
+from shared.spec.problems import Problem
+from shared.store.jobs import json_safe
+from shared.store.models import Job, UploadedFile, utcnow
+from shared.store.states import JobStatus
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SAMPLE_ROWS = 3

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.reward_specs import ModelReward, RewardSpec
-from worker.rewards.sandbox import RewardCallFailed, Sandbox, SandboxLimits, sandbox_entry
+from sandbox.client import RewardCallFailed, Sandbox, SandboxLimits, sandbox_entry
+from shared.spec.rewards import ModelReward, RewardSpec
 
 # The most of a preview's printed output that comes back.
 MAX_OUTPUT_CHARS = 20_000

@@ -1,6 +1,6 @@
 """`args` of a job spec, checked against TRL's `GRPOConfig` without importing TRL.
 
-Types and choices come from the stored description of GRPOConfig (`shared.grpo_config_description`). Beyond them,
+Types and choices come from the stored description of GRPOConfig (`shared.spec.grpo_config`). Beyond them,
 `check_args` applies the rules TRL and transformers only enforce when a job runs (`GRPOConfig.__post_init__`,
 `TrainingArguments._validate_args`, `Trainer.__init__`, `GRPOTrainer.__init__`), so that a spec they would reject
 is refused at submit time. A unit test compares these verdicts with the installed TRL's, field by field.
@@ -12,8 +12,8 @@ import json
 import math
 from typing import Any
 
-from shared.grpo_config_description import default, grpo_config_fields
-from shared.problems import Problem, did_you_mean
+from shared.spec.grpo_config import default, grpo_config_fields
+from shared.spec.problems import Problem, did_you_mean
 
 # Fields the service sets itself; a spec that sets them is told why.
 SERVICE_MANAGED: dict[str, str] = {

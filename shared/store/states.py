@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import Job, JobEvent, utcnow
+from shared.store.models import Job, JobEvent, utcnow
 
 
 class JobStatus(StrEnum):

@@ -1,8 +1,8 @@
 """A description of PEFT's `LoraConfig` that the API validates `peft_config` against, without importing PEFT.
 
 `lora_config_fields.json` holds every field: the JSON types it takes, its choices, its default and its help. It is
-generated from the installed PEFT by `python -m shared.lora_config_description --write`; a unit test regenerates it
-and fails when it drifts from the installed PEFT (as `shared.grpo_config_description` does for TRL's GRPOConfig).
+generated from the installed PEFT by `python -m shared.spec.lora_config --write`; a unit test regenerates it
+and fails when it drifts from the installed PEFT (as `shared.spec.grpo_config` does for TRL's GRPOConfig).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from shared.grpo_config_description import _json_types as json_types
-from shared.grpo_config_description import json_default, render_description
+from shared.spec.grpo_config import _json_types as json_types
+from shared.spec.grpo_config import json_default, render_description
 
 DESCRIPTION_PATH = Path(__file__).with_name("lora_config_fields.json")
 
@@ -65,7 +65,7 @@ def lora_config_fields() -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m shared.lora_config_description --write` regenerates the description from the installed PEFT."""
+    """`python -m shared.spec.lora_config --write` regenerates the description from the installed PEFT."""
     rendered = render_description(describe_installed_lora_config())
     if argv[1:] == ["--write"]:
         DESCRIPTION_PATH.write_text(rendered)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from shared.models import MetricPoint
+from shared.store.models import MetricPoint
 
 # What a job page charts, when it does not name keys: these, and each reward function's mean.
 CHART_KEYS = ("reward", "reward_std", "kl", "completions/mean_length", "loss", "learning_rate")

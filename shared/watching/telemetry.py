@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, case, func, select
 
-from shared import workers
-from shared.models import Job
-from shared.states import JobStatus
+from shared.store import workers
+from shared.store.models import Job
+from shared.store.states import JobStatus
 
 # Upper bounds (seconds) of the submit-to-running histogram's buckets.
 QUEUE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)

@@ -1,7 +1,7 @@
 """A description of TRL's `GRPOConfig` that the API validates `args` against, without importing TRL.
 
 `grpo_config_fields.json` holds every field: the JSON types it takes, its choices, its default and its help. It
-is generated from the installed TRL by `python -m shared.grpo_config_description --write`; a unit test
+is generated from the installed TRL by `python -m shared.spec.grpo_config --write`; a unit test
 regenerates it and fails when it drifts from the installed TRL.
 """
 
@@ -154,7 +154,7 @@ def default(name: str) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m shared.grpo_config_description --write` regenerates the description from the installed TRL."""
+    """`python -m shared.spec.grpo_config --write` regenerates the description from the installed TRL."""
     rendered = render_description(describe_installed_grpo_config())
     if argv[1:] == ["--write"]:
         DESCRIPTION_PATH.write_text(rendered)

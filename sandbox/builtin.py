@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from shared.reward_specs import (
+from shared.spec.rewards import (
     AccuracyReward,
     BuiltinReward,
     ExactMatchReward,

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from shared.reward_specs import ModelReward, PythonReward, RewardSpec
+from sandbox.builtin import build_builtin
+from sandbox.client import BadRewards, RewardCallFailed, Sandbox, SandboxLimits, sandbox_entry
+from shared.spec.rewards import ModelReward, PythonReward, RewardSpec
 from worker.model_paths import check_model_reference
-from worker.rewards.builtin import build_builtin
-from worker.rewards.sandbox import BadRewards, RewardCallFailed, Sandbox, SandboxLimits, sandbox_entry
 
 # Keyword arguments TRL passes that cannot cross to the sandbox as JSON (it gets stand-ins it can call).
 LOCAL_ONLY = ("log_metric", "log_extra", "environments")

@@ -2,7 +2,7 @@
 
 A job with a `peft_config` trains a LoRA adapter on its `model` (TRL's `GRPOTrainer(peft_config=LoraConfig(...))`);
 its checkpoints and final model are adapters. Field names, JSON types and choices come from the stored description
-of the installed PEFT's LoraConfig (`shared.lora_config_description`); beyond them, `check_peft_config` applies the
+of the installed PEFT's LoraConfig (`shared.spec.lora_config`); beyond them, `check_peft_config` applies the
 rules PEFT only enforces when the adapter is built (`LoraConfig.__post_init__`, `get_peft_model`) and says which
 LoraConfig features the service leaves out, and why. A unit test builds a LoraConfig and an adapter on the tiny model
 from every value the service accepts.
@@ -14,9 +14,9 @@ import json
 import re
 from typing import Any
 
-from shared.grpo_args import _accepts, _json_type_of, _type_phrase
-from shared.lora_config_description import lora_config_fields
-from shared.problems import Problem, did_you_mean
+from shared.spec.grpo_args import _accepts, _json_type_of, _type_phrase
+from shared.spec.lora_config import lora_config_fields
+from shared.spec.problems import Problem, did_you_mean
 
 # GRPOTrainer trains causal language models: the worker builds every adapter with this task type.
 TASK_TYPE = "CAUSAL_LM"

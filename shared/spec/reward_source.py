@@ -12,7 +12,7 @@ import builtins
 import symtable
 from dataclasses import dataclass, field
 
-from shared.problems import Problem, did_you_mean
+from shared.spec.problems import Problem, did_you_mean
 
 # Keyword arguments TRL passes to every reward function besides the dataset columns (GRPOTrainer._calculate_rewards).
 TRL_REWARD_KWARGS = frozenset(

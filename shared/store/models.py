@@ -89,7 +89,7 @@ class Job(Base):
     queued_seconds: Mapped[float | None] = mapped_column(Float)
     # Metric points written for this job (re-sent ones included): summed for /metrics.
     points_ingested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    # GPUs the job needs of a worker (training and vLLM): the queue it is sent to (shared/resources.py).
+    # GPUs the job needs of a worker (training and vLLM): the queue it is sent to (shared/spec/resources.py).
     gpus_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Why a queued job waits, when the service knows (no registered worker can hold it).
     status_reason: Mapped[str | None] = mapped_column(Text)

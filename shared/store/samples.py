@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from shared.json_sql import embedded_json, json_object
-from shared.models import Sample
+from shared.store.json_sql import embedded_json, json_object
+from shared.store.models import Sample
 
 # Bounds of one page of GET /v1/jobs/{id}/samples.
 MAX_PAGE = 500

@@ -1,4 +1,4 @@
-"""The program inside a reward sandbox: `python -I -B -m worker.rewards.sandbox_server`.
+"""The program inside a reward sandbox: `python -I -B -m sandbox.server`.
 
 It is started with an empty environment in its own scratch directory. Before it runs any user code it limits its
 memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), has the kernel confine it
@@ -7,7 +7,7 @@ the same rules in words a reward's author can act on. Then it compiles the users
 one JSON line in and one out.
 
 Only the standard library, this file and (when the sandbox also hosts built-in rewards, as the API's preview asks)
-`worker.rewards.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
+`sandbox.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
 process.
 """
 
@@ -30,7 +30,7 @@ from dataclasses import asdict
 from types import SimpleNamespace
 from typing import Any
 
-from worker.rewards.confinement import Confinement, confine, readable_roots
+from sandbox.confinement import Confinement, confine, readable_roots
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
@@ -85,8 +85,8 @@ def _inside(path: str, roots: list[str]) -> bool:
 
 def package_dirs() -> list[str]:
     """The service's own code directories (built-in rewards import lazily from them)."""
-    worker_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return [worker_dir, os.path.join(os.path.dirname(worker_dir), "shared")]
+    sandbox_dir = os.path.dirname(os.path.abspath(__file__))
+    return [sandbox_dir, os.path.join(os.path.dirname(sandbox_dir), "shared")]
 
 
 def install_limits(scratch: str, memory_mb: int, parent: int) -> Confinement:
@@ -232,7 +232,7 @@ def main() -> None:
     build_builtin: Any = None
     if any("builtin" in entry for entry in setup["sources"]):
         # The service's own built-ins (the API's preview runs them here too); imported before the hook, as trusted.
-        from worker.rewards import builtin
+        from sandbox import builtin
 
         build_builtin = builtin.build_builtin_from_json
     confinement = install_limits(setup["scratch"], setup["memory_mb"], setup["parent"])
