@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 from celery import Celery
-from fastapi import Request
+from fastapi import Depends, Request
 
 from shared.settings import Settings
 from shared.store.db import Database
@@ -22,3 +23,7 @@ def services(request: Request) -> Services:
     """The app's services, for `Depends`."""
     found: Services = request.app.state.services
     return found
+
+
+# What a route declares to get the services: `svc: ServicesDep`.
+ServicesDep = Annotated[Services, Depends(services)]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from shared.store.jobs import Page
+from shared.store.reads import Page
 
 
 class JSONText(Response):

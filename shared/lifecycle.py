@@ -1,4 +1,4 @@
-"""What users do to jobs: submit (idempotently), cancel, pause and resume; and sending a job to the workers.
+"""What users do to jobs: submit (idempotently), cancel, pause and resume.
 
 Status changes themselves are `shared.store.states`' conditional UPDATEs; this module decides which one a user's
 request means, and refuses, with a reason, the requests a job's status does not allow.
@@ -12,12 +12,13 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.queue import send_run_job
+from shared.queue import dispatch
 from shared.settings import Settings
 from shared.spec.job import JobSpec, check_files, file_ids
 from shared.spec.problems import SpecError
 from shared.store import files, jobs, workers
 from shared.store.db import Database
+from shared.store.events import add_event
 from shared.store.models import Job
 from shared.store.states import TERMINAL, JobStatus, request_action, transition
 
@@ -34,15 +35,6 @@ class IdempotencyConflict(RuntimeError):
 
 class ActionRefused(RuntimeError):
     """The job's status does not allow what was asked (cancel a finished job, resume a running one, ...)."""
-
-
-def dispatch(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
-    """Send "run job X" to the workers that can hold it and note when (raises when the broker cannot be reached)."""
-    with database.session() as session:
-        gpus_needed = jobs.gpus_needed(session, job_id)
-    send_run_job(celery_app, settings, job_id, gpus_needed)
-    with database.session() as session:
-        jobs.mark_dispatched(session, job_id)
 
 
 def _replay(job: Job, spec: JobSpec) -> Job:
@@ -116,7 +108,7 @@ def _explain_if_unholdable(session: Session, settings: Settings, job: Job) -> No
     else:
         return
     job.status_reason = reason
-    jobs.add_event(session, job.id, "info", f"waiting: {reason}", {"gpus_needed": needed, "largest_worker": largest})
+    add_event(session, job.id, "info", f"waiting: {reason}", {"gpus_needed": needed, "largest_worker": largest})
 
 
 def _current(database: Database, job_id: str) -> Job:

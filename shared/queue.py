@@ -1,4 +1,4 @@
-"""The Celery app both sides share: the API sends "run job X" on it, workers consume it.
+"""The Celery app both sides share: the API sends "run job X" on it (`dispatch`), workers consume it.
 
 The broker only carries job ids; the database says what a job is and who owns it. The embedded deployment uses
 kombu's SQLAlchemy transport on a SQLite file (`sqla+sqlite:///...`), which needs no server process.
@@ -15,6 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 
 from shared.settings import Settings
 from shared.spec.resources import queue_for
+from shared.store import jobs
+from shared.store.db import Database
 
 RUN_JOB_TASK = "grpo.run_job"
 
@@ -103,3 +105,12 @@ def send_run_job(app: Celery, settings: Settings, job_id: str, gpus_needed: int 
     """Ask a worker that can hold it (see shared/spec/resources.py) to run `job_id` (raises when the broker cannot be
     reached)."""
     app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue_for(settings.queue, gpus_needed))
+
+
+def dispatch(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
+    """Send "run job X" to the workers that can hold it and note when (raises when the broker cannot be reached)."""
+    with database.session() as session:
+        gpus_needed = jobs.gpus_needed(session, job_id)
+    send_run_job(celery_app, settings, job_id, gpus_needed)
+    with database.session() as session:
+        jobs.mark_dispatched(session, job_id)

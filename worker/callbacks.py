@@ -9,7 +9,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from shared.store import jobs
+from shared.store.checkpoints import forget_checkpoints, record_checkpoint
 from shared.store.db import Database
 from worker.child import WorkerLink
 
@@ -92,7 +92,7 @@ class CheckpointCallback(TrainerCallback):
         self.saved = [(s, p) for s, p in self.saved if s != step] + [(step, path)]
         retired = self.saved[: -self.keep] if self.keep else []
         with self.database.session() as session:
-            jobs.record_checkpoint(
+            record_checkpoint(
                 session,
                 self.job_id,
                 self.attempt,
@@ -101,7 +101,7 @@ class CheckpointCallback(TrainerCallback):
                 path=str(path),
                 size_bytes=directory_size(path),
             )
-            jobs.forget_checkpoints(session, self.job_id, self.attempt, [p.name for _, p in retired])
+            forget_checkpoints(session, self.job_id, self.attempt, [p.name for _, p in retired])
         for _, old in retired:
             shutil.rmtree(old, ignore_errors=True)
         self.saved = self.saved[len(retired) :]

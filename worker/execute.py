@@ -21,11 +21,13 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from shared.lifecycle import dispatch
+from shared.queue import dispatch
 from shared.settings import Settings
 from shared.spec.resources import gpu_count
 from shared.store import jobs, workers
 from shared.store.db import Database
+from shared.store.events import add_event
+from shared.store.json_sql import json_safe
 from shared.store.models import Job
 from shared.store.states import JobStatus, claim, renew_lease, transition
 from worker.training_process import TrainingProcess
@@ -95,7 +97,7 @@ def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
     try:
         process = TrainingProcess(context.settings, job_id, attempt, gpu_count(context.devices))
         with context.database.session() as session:
-            jobs.add_event(
+            add_event(
                 session,
                 job_id,
                 "info",
@@ -175,7 +177,7 @@ def _note_lost(database: Database, job_id: str, attempt: int, status: str | None
     )
     if status == JobStatus.CANCELLED:
         with database.session() as session:
-            jobs.add_event(session, job_id, "info", f"training process of attempt {attempt} ended: job cancelled")
+            add_event(session, job_id, "info", f"training process of attempt {attempt} ended: job cancelled")
 
 
 def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: int | None, why: str) -> None:
@@ -242,16 +244,16 @@ def _record_end(database: Database, job_id: str, attempt: int, outcome: dict[str
                 job_id,
                 JobStatus.SUCCEEDED,
                 attempt=attempt,
-                summary=jobs.json_safe(outcome["summary"]) or None,
+                summary=json_safe(outcome["summary"]) or None,
                 message="job succeeded",
             )
         else:
-            error = jobs.json_safe(_shorten(outcome["error"] or "training failed"))
+            error = json_safe(_shorten(outcome["error"] or "training failed"))
             moved = transition(
                 session, job_id, JobStatus.FAILED, attempt=attempt, error=error, message=f"job failed: {error}"
             )
             if moved:
-                jobs.add_event(session, job_id, "error", error, {"traceback": outcome.get("traceback")})
+                add_event(session, job_id, "error", error, {"traceback": outcome.get("traceback")})
     if moved:
         log.info("job %s %s", job_id, "succeeded" if outcome["succeeded"] else f"failed: {outcome['error']}")
         return

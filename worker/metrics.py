@@ -16,8 +16,9 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from shared.store import jobs
 from shared.store.db import Database
-from shared.store.jobs import LeaseLost, MetricRecord
+from shared.store.metrics import MetricRecord, record_metrics
 from shared.store.models import utcnow
+from shared.store.states import LeaseLost
 from worker.samples import capture_samples
 
 log = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ class MetricsWriter:
         while True:
             try:
                 with self._database.session() as session:
-                    jobs.record_metrics(session, self._job_id, self._attempt, batch, self._keep_sample_steps)
+                    record_metrics(session, self._job_id, self._attempt, batch, self._keep_sample_steps)
                 return
             except LeaseLost:
                 raise  # this claim no longer owns the job: retrying cannot help

@@ -14,9 +14,10 @@ import threading
 import time
 from datetime import timedelta
 
-from shared.lifecycle import dispatch
+from shared.queue import dispatch
 from shared.spec.resources import gpu_count
 from shared.store import jobs, workers
+from shared.store.events import add_event
 from shared.store.models import utcnow
 from shared.store.states import JobStatus, expired_leases, transition
 from worker.execute import WorkerContext
@@ -86,7 +87,7 @@ def resend_lost_messages(context: WorkerContext) -> None:
         log.info("job %s: queued but never received; sending its message again", job_id)
         dispatch(context.database, context.celery, context.settings, job_id)
         with context.database.session() as session:
-            jobs.add_event(session, job_id, "info", "message sent again: the broker had lost it")
+            add_event(session, job_id, "info", "message sent again: the broker had lost it")
 
 
 def sweep(context: WorkerContext) -> None:

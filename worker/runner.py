@@ -23,9 +23,12 @@ from shared.settings import Settings
 from shared.spec.job import JobSpec
 from shared.spec.resources import DoesNotFit, gpu_plan
 from shared.store import files, jobs
+from shared.store.checkpoints import FINAL_MODEL, record_checkpoint, training_checkpoints
 from shared.store.db import Database
-from shared.store.jobs import LeaseLost
+from shared.store.events import add_event
+from shared.store.metrics import discard_metrics_after
 from shared.store.models import UploadedFile
+from shared.store.states import LeaseLost
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
 from worker.child import WorkerLink
 from worker.data import DatasetProblem, load_prompts
@@ -140,9 +143,7 @@ def _note_confinement(database: Database, job_id: str, rewards: Rewards) -> None
     if confinement is None:
         return
     with database.session() as session:
-        jobs.add_event(
-            session, job_id, "info", f"reward sandbox started: {confinement.describe()}", asdict(confinement)
-        )
+        add_event(session, job_id, "info", f"reward sandbox started: {confinement.describe()}", asdict(confinement))
 
 
 def _resume_point(database: Database, job_id: str, attempt: int, main: bool = True) -> str | None:
@@ -151,15 +152,15 @@ def _resume_point(database: Database, job_id: str, attempt: int, main: bool = Tr
     if attempt == 1:
         return None
     with database.session() as session:
-        checkpoint = next((c for c in jobs.training_checkpoints(session, job_id) if Path(c.path).is_dir()), None)
+        checkpoint = next((c for c in training_checkpoints(session, job_id) if Path(c.path).is_dir()), None)
         if not main:
             return checkpoint.path if checkpoint else None
         step = checkpoint.step if checkpoint else 0
-        discarded = jobs.discard_metrics_after(session, job_id, attempt, step)
+        discarded = discard_metrics_after(session, job_id, attempt, step)
         where = (
             f"{checkpoint.name} (saved by attempt {checkpoint.attempt})" if checkpoint else "the start (no checkpoint)"
         )
-        jobs.add_event(
+        add_event(
             session,
             job_id,
             "info",
@@ -203,7 +204,7 @@ def _launch_ranks(
         raise _stage_error(stage, error) from error
     engine = "accelerate launch" if gpus.training else "torchrun (gloo, on the CPU)"
     with database.session() as session:
-        jobs.add_event(
+        add_event(
             session,
             job_id,
             "info",
@@ -264,7 +265,7 @@ def _event_sink(database: Database, job_id: str) -> EventSink:
 
     def add(kind: str, message: str, data: dict[str, Any]) -> None:
         with database.session() as session:
-            jobs.add_event(session, job_id, kind, message, data)
+            add_event(session, job_id, kind, message, data)
 
     return add
 
@@ -431,11 +432,11 @@ def _save_final_model(trainer: GRPOTrainer, database: Database, job_id: str, att
     if not is_main_rank():
         return
     with database.session() as session:
-        jobs.record_checkpoint(
+        record_checkpoint(
             session,
             job_id,
             attempt,
-            name=jobs.FINAL_MODEL,
+            name=FINAL_MODEL,
             step=trainer.state.global_step,
             path=str(path),
             size_bytes=directory_size(path),

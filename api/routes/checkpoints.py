@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.archive import tar_stream
-from api.deps import Services, services
+from api.deps import ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import CheckpointList, ErrorBody
 from api.views import JSONText
 from shared.store import jobs
+from shared.store.checkpoints import get_checkpoint, read_checkpoints
+from shared.store.reads import job_exists
 
 router = APIRouter(prefix="/v1/jobs", tags=["checkpoints"])
-ServicesDep = Annotated[Services, Depends(services)]
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses={404: {"model": ErrorBody}})
@@ -24,8 +24,8 @@ def list_checkpoints(job_id: str, svc: ServicesDep) -> JSONText:
     """A job's checkpoints (`checkpoint-<step>`) and, once it succeeded, its final model (`final`): step, time,
     size, the attempt that saved it and the metrics logged at that step."""
     with svc.database.reading() as connection:
-        items = jobs.read_checkpoints(connection, job_id)
-        if not items and not jobs.job_exists(connection, job_id):
+        items = read_checkpoints(connection, job_id)
+        if not items and not job_exists(connection, job_id):
             raise not_found(f"job {job_id}")
     return JSONText(f'{{"data":[{",".join(items)}]}}')
 
@@ -40,7 +40,7 @@ def download_checkpoint(job_id: str, name: str, svc: ServicesDep) -> StreamingRe
     ready for `from_pretrained` (or for `resume_from_checkpoint`) once unpacked."""
     checkpoint_name = f"checkpoint-{name}" if name.isdigit() else name
     with svc.database.session() as session:
-        checkpoint = jobs.get_checkpoint(session, job_id, checkpoint_name)
+        checkpoint = get_checkpoint(session, job_id, checkpoint_name)
         job = jobs.get_job(session, job_id) if checkpoint is None else None
     if checkpoint is None:
         raise not_found(f"checkpoint {checkpoint_name} of job {job_id}" if job is not None else f"job {job_id}")

@@ -15,11 +15,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
-from api.deps import Services, services
+from api.deps import ServicesDep, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, FileDeleted, FileList, FileOut
 from shared.spec.problems import Problem, SpecError
@@ -27,7 +27,6 @@ from shared.store import files
 from shared.store.files import FileInUse, UploadRefused
 from shared.store.models import UploadedFile
 
-ServicesDep = Annotated[Services, Depends(services)]
 MIB = 2**20
 # Room in a request's Content-Length for the multipart framing and the other form fields.
 FORM_OVERHEAD = 64 * 1024

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from sqlalchemy import text
 
-from api.deps import Services, services
+from api.deps import ServicesDep
 from api.errors import ApiError
 
 router = APIRouter(tags=["health"])
@@ -20,7 +18,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(svc: Annotated[Services, Depends(services)]) -> dict[str, str]:
+def readyz(svc: ServicesDep) -> dict[str, str]:
     """The API can reach its database."""
     try:
         with svc.database.session() as session:

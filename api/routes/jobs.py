@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query
+from fastapi import APIRouter, Body, Header, Query
 from sqlalchemy import Connection
 
-from api.deps import Services, services
+from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
 from api.views import JSONText, render_page
@@ -17,11 +17,11 @@ from shared import lifecycle
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
 from shared.spec.job import JobSpec, check_spec, file_ids
 from shared.spec.problems import SpecError
-from shared.store import files, jobs
+from shared.store import files
+from shared.store.reads import job_exists, read_events, read_job, read_jobs, read_metrics
 from shared.store.states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ServicesDep = Annotated[Services, Depends(services)]
 
 # The widest values the database columns hold (steps are INTEGER, event ids BIGINT).
 MAX_INT32, MAX_INT64 = 2**31 - 1, 2**63 - 1
@@ -52,14 +52,14 @@ SEED_EXAMPLE = {
 
 def _job_response(svc: Services, job_id: str, status_code: int = 200) -> JSONText:
     with svc.database.reading() as connection:
-        job = jobs.read_job(connection, job_id)
+        job = read_job(connection, job_id)
     if job is None:
         raise not_found(f"job {job_id}")
     return JSONText(job, status_code=status_code)
 
 
 def _require_job(connection: Connection, job_id: str) -> None:
-    if not jobs.job_exists(connection, job_id):
+    if not job_exists(connection, job_id):
         raise not_found(f"job {job_id}")
 
 
@@ -157,7 +157,7 @@ def list_jobs(
     labels = _labels(metadata or [])
     with svc.database.reading() as connection:
         try:
-            page = jobs.read_jobs(
+            page = read_jobs(
                 connection, limit=limit, after=after, status=status.value if status else None, labels=labels
             )
         except LookupError:
@@ -185,7 +185,7 @@ def get_metrics(
     Poll with `after_step` = the last step seen; `has_more` says another page is ready now.
     """
     with svc.database.reading() as connection:
-        page = jobs.read_metrics(connection, job_id, after_step=after_step, limit=limit)
+        page = read_metrics(connection, job_id, after_step=after_step, limit=limit)
         if not page.items:
             _require_job(connection, job_id)  # only an empty page needs the extra query
     return render_page(page)
@@ -200,7 +200,7 @@ def get_events(
 ) -> JSONText:
     """State changes, errors (with tracebacks) and worker notes, oldest first."""
     with svc.database.reading() as connection:
-        page = jobs.read_events(connection, job_id, after_id=after, limit=limit)
+        page = read_events(connection, job_id, after_id=after, limit=limit)
         if not page.items:
             _require_job(connection, job_id)
     return render_page(page)

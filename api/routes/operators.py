@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api.deps import Services, services
+from api.deps import ServicesDep
 from api.schemas import WorkerList
 from shared.store import workers
 from shared.store.db import Database
 from shared.watching import telemetry
 
 router = APIRouter(tags=["operators"])
-ServicesDep = Annotated[Services, Depends(services)]
 
 
 class ServiceCollector(Collector):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from api.deps import Services, services
+from api.deps import ServicesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody, PreviewOut, PreviewRequest, RewardScoresOut
 from sandbox.client import SandboxLimits
@@ -17,7 +16,6 @@ from shared.spec.job import check_reward_sources
 from shared.spec.problems import Problem, SpecError
 
 router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
-ServicesDep = Annotated[Services, Depends(services)]
 _running: dict[int, threading.BoundedSemaphore] = {}
 _running_lock = threading.Lock()
 

@@ -6,17 +6,16 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.deps import Services, services
+from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody
-from shared.store import jobs
+from shared.store.reads import job_exists, read_job
 from shared.watching.stream import BadCursor, Cursor, JobState, Poll, poll
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ServicesDep = Annotated[Services, Depends(services)]
 # Seconds between keep-alive comments on a quiet stream (proxies close idle connections).
 PING_SECONDS = 15
 
@@ -57,7 +56,7 @@ async def stream_job(
     except BadCursor as error:
         raise ApiError(422, "invalid_request", str(error)) from None
     with svc.database.reading() as connection:
-        if not jobs.job_exists(connection, job_id):
+        if not job_exists(connection, job_id):
             raise not_found(f"job {job_id}")
     return EventSourceResponse(_messages(svc, job_id, cursor), ping=PING_SECONDS)
 
@@ -69,7 +68,7 @@ def _poll(svc: Services, job_id: str, cursor: Cursor, state: JobState | None) ->
 
 def _final_job(svc: Services, job_id: str) -> str:
     with svc.database.reading() as connection:
-        return jobs.read_job(connection, job_id) or "null"
+        return read_job(connection, job_id) or "null"
 
 
 async def _messages(svc: Services, job_id: str, cursor: Cursor) -> AsyncIterator[Any]:

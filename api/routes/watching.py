@@ -9,20 +9,19 @@ import json
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from api.deps import Services, services
+from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.routes.jobs import ERRORS, MAX_INT32
 from api.schemas import SamplePage, SeriesOut
 from api.views import JSONText, render_page
-from shared.store import jobs, samples
-from shared.store.jobs import Page
+from shared.store import samples
+from shared.store.reads import Page, job_exists, metric_rows, read_job
 from shared.watching import series
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ServicesDep = Annotated[Services, Depends(services)]
 EXPORT_BATCH = 2000
 
 
@@ -38,7 +37,7 @@ def get_samples(
     """Completions the trainer generated at logged steps: prompt, completion, each reward's score and the
     advantage, as TRL gathered them (a job keeps its newest steps' samples: GRPO_SAMPLE_STEPS_KEPT)."""
     with svc.database.reading() as connection:
-        if not jobs.job_exists(connection, job_id):
+        if not job_exists(connection, job_id):
             raise not_found(f"job {job_id}")
         if latest and step is None:
             step = samples.latest_sampled_step(connection, job_id)
@@ -69,7 +68,7 @@ def get_series(
     if len(wanted) > series.MAX_KEYS:
         raise ApiError(422, "invalid_request", f"{len(wanted)} keys asked for: at most {series.MAX_KEYS} at once")
     with svc.database.reading() as connection:
-        job = jobs.read_job(connection, job_id)
+        job = read_job(connection, job_id)
         if job is None:
             raise not_found(f"job {job_id}")
         if not wanted:
@@ -84,7 +83,7 @@ def _metric_batches(svc: Services, job_id: str) -> Iterator[list[dict[str, Any]]
     after = -1
     while True:
         with svc.database.reading() as connection:
-            page = jobs.metric_rows(connection, job_id, after_step=after, limit=EXPORT_BATCH)
+            page = metric_rows(connection, job_id, after_step=after, limit=EXPORT_BATCH)
         if page.items:
             after = page.items[-1][0]
             yield [json.loads(item) for _, item in page.items]
@@ -127,7 +126,7 @@ def export_metrics(
     """Every metric point of a job as a download: CSV (a column per key TRL logged) or JSON Lines (as the metrics
     endpoint's points)."""
     with svc.database.reading() as connection:
-        if not jobs.job_exists(connection, job_id):
+        if not job_exists(connection, job_id):
             raise not_found(f"job {job_id}")
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     body = _csv(svc, job_id) if format == "csv" else _jsonl(svc, job_id)

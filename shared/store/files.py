@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from shared.spec.datasets import renamed
 from shared.spec.problems import Problem
-from shared.store.jobs import json_safe
+from shared.store.json_sql import json_safe
 from shared.store.models import Job, UploadedFile, utcnow
 from shared.store.states import JobStatus
 

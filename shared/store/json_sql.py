@@ -1,4 +1,5 @@
-"""JSON written by the database itself, with the same meaning on PostgreSQL and SQLite.
+"""JSON in the database: values made storable (`json_safe`), and JSON written by the database itself, with the same
+meaning on PostgreSQL and SQLite.
 
 The read endpoints are the service's hot path: building each row's JSON in SQL leaves the API process only the
 joining of strings, where parsing every stored step and serialising it again cost most of a request.
@@ -10,6 +11,7 @@ REAL column (`epoch`) with 15 significant digits. Parsed, both give the same obj
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, case, func, literal_column
@@ -42,3 +44,18 @@ def utc_time(dialect: str, column: Any) -> ColumnElement[Any]:
         return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
     # SQLAlchemy stores SQLite timestamps as `YYYY-MM-DD HH:MM:SS.ffffff`, in UTC here.
     return func.replace(column, " ", "T", type_=String) + "Z"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as JSON (and Postgres' text and JSONB) can hold it: NaN and infinities become null, NUL characters
+    are dropped, tuples become lists; nested values alike."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        # NUL and lone surrogates (from undecodable file names, say) cannot be stored as text.
+        return value.replace("\x00", "").encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -21,7 +21,7 @@ MAX_PAGE = 500
 
 def store_samples(session: Session, job_id: str, by_step: dict[int, list[dict[str, Any]]], keep_steps: int) -> None:
     """Replace the samples of each step given (a re-logged step replaces, never duplicates), then drop the oldest
-    steps beyond `keep_steps`. The caller has fenced the write (see `jobs.record_metrics`)."""
+    steps beyond `keep_steps`. The caller has fenced the write (see `shared.store.metrics.record_metrics`)."""
     if not by_step:
         return
     session.execute(delete(Sample).where(Sample.job_id == job_id, Sample.step.in_(list(by_step))))

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.store.models import Job, JobEvent, utcnow
+from shared.store.events import add_event
+from shared.store.models import Job, utcnow
 
 
 class JobStatus(StrEnum):
@@ -45,7 +46,7 @@ ALLOWED_SOURCES: dict[JobStatus, frozenset[JobStatus]] = {
 
 
 def _record(session: Session, job_id: str, status: JobStatus, message: str, data: dict[str, Any] | None) -> None:
-    session.add(JobEvent(job_id=job_id, kind="status", message=message, data={"status": status.value, **(data or {})}))
+    add_event(session, job_id, "status", message, {"status": status.value, **(data or {})})
 
 
 def transition(
@@ -122,6 +123,22 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> i
     return attempt
 
 
+class LeaseLost(RuntimeError):
+    """The claim writing this no longer owns the job (cancelled, paused, or taken over after its lease expired)."""
+
+
+def fence(session: Session, job_id: str, attempt: int, **values: Any) -> None:
+    """Lock the job's row for this claim (setting `values`), or raise LeaseLost if the claim no longer owns it."""
+    held = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.attempt == attempt, Job.status == JobStatus.RUNNING.value)
+        .values(**(values or {"heartbeat_at": Job.heartbeat_at}))
+        .returning(Job.id)
+    ).first()
+    if held is None:
+        raise LeaseLost(f"attempt {attempt} no longer owns job {job_id}")
+
+
 @dataclass
 class Lease:
     """What a renewal found: whether the claim still owns the job, and what a user asked of it."""
@@ -156,7 +173,7 @@ def request_action(session: Session, job_id: str, action: str) -> bool:
     ).first()
     if moved is None:
         return False
-    session.add(JobEvent(job_id=job_id, kind="info", message=f"{action} requested", data={"action": action}))
+    add_event(session, job_id, "info", f"{action} requested", {"action": action})
     return True
 
 

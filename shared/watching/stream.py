@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
-from shared.store import jobs
 from shared.store.models import Job
+from shared.store.reads import event_rows, metric_rows, read_job
 from shared.store.states import TERMINAL, JobStatus
 
 # Rows one poll reads at most of each kind; a client far behind catches up over several polls.
@@ -97,13 +97,13 @@ def poll(connection: Connection, job_id: str, cursor: Cursor, last_state: JobSta
         result.messages.append(Message("rewind", data, str(Cursor(attempt, cursor.step, cursor.event))))
     cursor.attempt = attempt or None
     if state != last_state:
-        job_json = jobs.read_job(connection, job_id) or "null"
+        job_json = read_job(connection, job_id) or "null"
         result.messages.append(Message("status", job_json, str(cursor)))
-    events = jobs.event_rows(connection, job_id, after_id=cursor.event, limit=BATCH)
+    events = event_rows(connection, job_id, after_id=cursor.event, limit=BATCH)
     for event_id, item in events.items:
         cursor.event = event_id
         result.messages.append(Message("event", item, str(cursor)))
-    metrics = jobs.metric_rows(connection, job_id, after_step=cursor.step, limit=BATCH)
+    metrics = metric_rows(connection, job_id, after_step=cursor.step, limit=BATCH)
     for step, item in metrics.items:
         cursor.step = step
         result.messages.append(Message("metric", item, str(cursor)))

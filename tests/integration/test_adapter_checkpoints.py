@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from shared.spec.job import JobSpec
-from shared.store import jobs
+from shared.store.checkpoints import FINAL_MODEL, read_checkpoints, record_checkpoint
 from shared.store.db import Database
 from shared.store.states import claim
 from tests.specs import job_spec
@@ -19,10 +19,10 @@ def listed_checkpoints(database: Database, spec: dict[str, Any]) -> list[dict[st
     with database.session() as session:
         attempt = claim(session, job_id, "test-worker", LEASE_SECONDS)
         assert attempt is not None
-        for name, step in (("checkpoint-2", 2), (jobs.FINAL_MODEL, 2)):
-            jobs.record_checkpoint(session, job_id, attempt, name=name, step=step, path="/x", size_bytes=1)
+        for name, step in (("checkpoint-2", 2), (FINAL_MODEL, 2)):
+            record_checkpoint(session, job_id, attempt, name=name, step=step, path="/x", size_bytes=1)
     with database.reading() as connection:
-        return [json.loads(item) for item in jobs.read_checkpoints(connection, job_id)]
+        return [json.loads(item) for item in read_checkpoints(connection, job_id)]
 
 
 def test_a_lora_jobs_checkpoints_are_adapters_of_its_model(database: Database) -> None:

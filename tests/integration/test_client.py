@@ -9,9 +9,8 @@ from pathlib import Path
 from sqlalchemy import update
 
 from cli.client import Client
-from shared.store import jobs
 from shared.store.db import Database
-from shared.store.jobs import MetricRecord
+from shared.store.metrics import MetricRecord, discard_metrics_after, record_metrics
 from shared.store.models import Job, utcnow
 from shared.store.states import JobStatus, claim, transition
 from tests.processes import Service
@@ -20,9 +19,7 @@ from tests.store import LEASE_SECONDS
 
 def record(database: Database, job_id: str, attempt: int, steps: range, value: float) -> None:
     with database.session() as session:
-        jobs.record_metrics(
-            session, job_id, attempt, [MetricRecord(s, None, {"reward": value}, utcnow()) for s in steps]
-        )
+        record_metrics(session, job_id, attempt, [MetricRecord(s, None, {"reward": value}, utcnow()) for s in steps])
 
 
 def test_follow_reads_the_steps_a_resume_logged_again(api_only: Service) -> None:
@@ -51,7 +48,7 @@ def test_follow_reads_the_steps_a_resume_logged_again(api_only: Service) -> None
         second = claim(session, job_id, "worker-b", LEASE_SECONDS)
     assert second == 2
     with database.session() as session:
-        jobs.discard_metrics_after(session, job_id, second, 3)
+        discard_metrics_after(session, job_id, second, 3)
     record(database, job_id, second, range(4, 7), 2.0)
     with database.session() as session:
         transition(session, job_id, JobStatus.SUCCEEDED, attempt=second)

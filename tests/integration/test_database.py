@@ -11,8 +11,9 @@ from sqlalchemy import inspect, select
 
 from shared.store import jobs
 from shared.store.db import Database, SchemaNotReady, current_revision, head_revision, migrate, require_schema
-from shared.store.jobs import MetricRecord
+from shared.store.metrics import MetricRecord, record_metrics
 from shared.store.models import Job, JobEvent, MetricPoint, utcnow
+from shared.store.reads import read_events, read_job, read_jobs, read_metrics
 from shared.store.states import JobStatus, claim, transition
 from tests.store import LEASE_SECONDS, new_job, running_job
 
@@ -38,7 +39,7 @@ def test_a_new_job_is_queued_with_an_event(database: Database) -> None:
         assert job.spec["model"] == "m"
         assert job.created_at.tzinfo is not None
     with database.reading() as connection:
-        events = [json.loads(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items]
+        events = [json.loads(e) for e in read_events(connection, job_id, after_id=0, limit=10).items]
     assert [(e["kind"], e["message"]) for e in events] == [("status", "job queued")]
 
 
@@ -90,21 +91,21 @@ def test_metric_points_are_unique_per_step_and_paged_in_order(database: Database
     job_id, attempt = running_job(database)
     now = utcnow()
     with database.session() as session:
-        jobs.record_metrics(
+        record_metrics(
             session, job_id, attempt, [MetricRecord(s, s / 10, {"reward": float(s)}, now) for s in (3, 1, 2)]
         )
     with database.session() as session:
         # A re-sent step replaces the first one, never duplicates it; NaN becomes null.
-        jobs.record_metrics(
+        record_metrics(
             session,
             job_id,
             attempt,
             [MetricRecord(2, 0.2, {"reward": 20.0, "kl": float("nan")}, now + timedelta(seconds=1))],
         )
     with database.reading() as connection:
-        first = jobs.read_metrics(connection, job_id, after_step=-1, limit=2)
+        first = read_metrics(connection, job_id, after_step=-1, limit=2)
         last_step = json.loads(first.items[-1])["step"]
-        rest = jobs.read_metrics(connection, job_id, after_step=last_step, limit=2)
+        rest = read_metrics(connection, job_id, after_step=last_step, limit=2)
     with database.session() as session:
         count = len(list(session.scalars(select(MetricPoint).where(MetricPoint.job_id == job_id))))
         job = jobs.get_job(session, job_id)
@@ -121,11 +122,11 @@ def test_metric_points_are_unique_per_step_and_paged_in_order(database: Database
 def test_jobs_list_newest_first_with_a_cursor(database: Database) -> None:
     ids = [new_job(database) for _ in range(5)]
     with database.reading() as connection:
-        first = jobs.read_jobs(connection, limit=2)
-        second = jobs.read_jobs(connection, limit=2, after=json.loads(first.items[-1])["id"])
-        third = jobs.read_jobs(connection, limit=2, after=json.loads(second.items[-1])["id"])
+        first = read_jobs(connection, limit=2)
+        second = read_jobs(connection, limit=2, after=json.loads(first.items[-1])["id"])
+        third = read_jobs(connection, limit=2, after=json.loads(second.items[-1])["id"])
         with pytest.raises(LookupError):
-            jobs.read_jobs(connection, limit=2, after="job-unknown")
+            read_jobs(connection, limit=2, after="job-unknown")
     listed = [json.loads(j)["id"] for j in first.items + second.items + third.items]
     assert listed == list(reversed(ids))
     assert first.has_more and second.has_more and not third.has_more
@@ -146,18 +147,16 @@ def test_the_json_the_database_writes_matches_the_documented_response_models(dat
     with database.session() as session:
         claim(session, job_id, "w", LEASE_SECONDS)
     with database.session() as session:
-        jobs.record_metrics(session, job_id, 1, [MetricRecord(1, 0.5, {"reward": 1.5, "kl": 0.01}, utcnow())])
+        record_metrics(session, job_id, 1, [MetricRecord(1, 0.5, {"reward": 1.5, "kl": 0.01}, utcnow())])
         transition(session, job_id, JobStatus.FAILED, error='bad "quotes" and \\ backslash', summary={"x": [1, 2]})
     with database.reading() as connection:
-        job = JobOut.model_validate_json(jobs.read_job(connection, job_id) or "")
+        job = JobOut.model_validate_json(read_job(connection, job_id) or "")
         (point,) = [
             MetricPointOut.model_validate_json(p)
-            for p in jobs.read_metrics(connection, job_id, after_step=-1, limit=10).items
+            for p in read_metrics(connection, job_id, after_step=-1, limit=10).items
         ]
-        events = [
-            EventOut.model_validate_json(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items
-        ]
-        listed = [JobOut.model_validate_json(j) for j in jobs.read_jobs(connection, limit=10).items]
+        events = [EventOut.model_validate_json(e) for e in read_events(connection, job_id, after_id=0, limit=10).items]
+        listed = [JobOut.model_validate_json(j) for j in read_jobs(connection, limit=10).items]
     assert (job.status, job.error, job.model, job.summary, job.attempt) == (
         "failed",
         'bad "quotes" and \\ backslash',

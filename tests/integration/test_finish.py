@@ -6,6 +6,7 @@ import json
 
 from shared.store import jobs
 from shared.store.db import Database
+from shared.store.reads import read_events
 from tests.store import running_job
 from worker.execute import _finish, failure
 
@@ -26,7 +27,7 @@ def test_an_error_with_nul_characters_is_stored_without_them(database: Database)
         job = jobs.get_job(session, job_id)
         assert job is not None and (job.status, job.error) == ("failed", "bad byte")
     with database.reading() as connection:
-        events = [json.loads(e) for e in jobs.read_events(connection, job_id, after_id=0, limit=10).items]
+        events = [json.loads(e) for e in read_events(connection, job_id, after_id=0, limit=10).items]
     (error_event,) = [e for e in events if e["kind"] == "error"]
     assert error_event["data"] == {"traceback": "Traceback (most recent call last)"}
 

@@ -14,10 +14,12 @@ from sqlalchemy import update
 from shared.queue import make_celery
 from shared.settings import Settings
 from shared.store import jobs
+from shared.store.checkpoints import record_checkpoint
 from shared.store.db import Database
-from shared.store.jobs import LeaseLost, MetricRecord
+from shared.store.metrics import MetricRecord, discard_metrics_after, record_metrics
 from shared.store.models import Job, utcnow
-from shared.store.states import JobStatus, claim, expired_leases, renew_lease, request_action, transition
+from shared.store.reads import read_events, read_metrics
+from shared.store.states import JobStatus, LeaseLost, claim, expired_leases, renew_lease, request_action, transition
 from tests.store import LEASE_SECONDS, new_job, running_job
 from worker.execute import WorkerContext
 from worker.reconcile import IDLE_GRACE_SECONDS, requeue_expired, resend_lost_messages
@@ -44,7 +46,7 @@ def job_row(database: Database, job_id: str) -> Job:
 
 def event_messages(database: Database, job_id: str) -> list[str]:
     with database.reading() as connection:
-        return [json.loads(e)["message"] for e in jobs.read_events(connection, job_id, after_id=0, limit=100).items]
+        return [json.loads(e)["message"] for e in read_events(connection, job_id, after_id=0, limit=100).items]
 
 
 def test_a_claim_that_lost_its_lease_can_write_nothing(database: Database, context: WorkerContext) -> None:
@@ -57,9 +59,9 @@ def test_a_claim_that_lost_its_lease_can_write_nothing(database: Database, conte
 
     record = [MetricRecord(1, 0.1, {"reward": 1.0}, utcnow())]
     with database.session() as session, pytest.raises(LeaseLost):
-        jobs.record_metrics(session, job_id, first, record)
+        record_metrics(session, job_id, first, record)
     with database.session() as session, pytest.raises(LeaseLost):
-        jobs.record_checkpoint(session, job_id, first, name="checkpoint-1", step=1, path="/x", size_bytes=1)
+        record_checkpoint(session, job_id, first, name="checkpoint-1", step=1, path="/x", size_bytes=1)
     with database.session() as session, pytest.raises(LeaseLost):
         jobs.set_job_fields(session, job_id, first, total_steps=10)
     with database.session() as session:
@@ -67,7 +69,7 @@ def test_a_claim_that_lost_its_lease_can_write_nothing(database: Database, conte
         assert not transition(session, job_id, JobStatus.SUCCEEDED, attempt=first)
     # The claim that holds the job writes as usual.
     with database.session() as session:
-        jobs.record_metrics(session, job_id, second, record)
+        record_metrics(session, job_id, second, record)
         assert renew_lease(session, job_id, second, LEASE_SECONDS).held
     job = job_row(database, job_id)
     assert (job.status, job.attempt, job.worker, job.latest_step, job.lost_attempts) == ("running", 2, "worker-b", 1, 1)
@@ -163,7 +165,7 @@ def test_a_running_job_without_a_lease_counts_as_expired(database: Database, con
 def test_a_resume_rewinds_the_metrics_and_says_where_to(database: Database) -> None:
     job_id, first = running_job(database)
     with database.session() as session:
-        jobs.record_metrics(
+        record_metrics(
             session, job_id, first, [MetricRecord(s, None, {"reward": float(s)}, utcnow()) for s in range(1, 6)]
         )
     expire(database, job_id)
@@ -172,11 +174,11 @@ def test_a_resume_rewinds_the_metrics_and_says_where_to(database: Database) -> N
         second = claim(session, job_id, "worker-b", LEASE_SECONDS)
     assert second == 2
     with database.session() as session:
-        assert jobs.discard_metrics_after(session, job_id, second, 3) == 2
+        assert discard_metrics_after(session, job_id, second, 3) == 2
     job = job_row(database, job_id)
     assert (job.resumed_from_step, job.latest_step, job.latest_metrics) == (3, 3, {"reward": 3.0})
     with database.reading() as connection:
-        steps = [json.loads(p)["step"] for p in jobs.read_metrics(connection, job_id, after_step=-1, limit=10).items]
+        steps = [json.loads(p)["step"] for p in read_metrics(connection, job_id, after_step=-1, limit=10).items]
     assert steps == [1, 2, 3]
 
 

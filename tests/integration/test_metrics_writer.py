@@ -7,15 +7,15 @@ import time
 
 import pytest
 
-from shared.store import jobs
 from shared.store.db import Database
+from shared.store.reads import read_metrics
 from tests.store import running_job
 from worker.metrics import MetricsWriter, MetricsWriterFailed
 
 
 def stored(database: Database, job_id: str) -> list[tuple[int, float | None, dict]]:  # type: ignore[type-arg]
     with database.reading() as connection:
-        page = jobs.read_metrics(connection, job_id, after_step=-1, limit=1_000_000)
+        page = read_metrics(connection, job_id, after_step=-1, limit=1_000_000)
     points = [json.loads(item) for item in page.items]
     return [(p["step"], p["epoch"], p["metrics"]) for p in points]
 

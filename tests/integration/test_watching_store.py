@@ -15,8 +15,9 @@ from sqlalchemy import update
 from shared.spec.job import JobSpec
 from shared.store import jobs, samples, workers
 from shared.store.db import Database
-from shared.store.jobs import MetricRecord
+from shared.store.metrics import MetricRecord, discard_metrics_after, record_metrics
 from shared.store.models import Base, Job, Worker, utcnow
+from shared.store.reads import read_jobs
 from shared.store.states import JobStatus, claim, transition
 from shared.watching import series, telemetry
 from shared.watching.stream import BadCursor, Cursor, poll
@@ -39,7 +40,7 @@ def _record(database: Database, job_id: str, attempt: int, steps: range, **extra
         for step in steps
     ]
     with database.session() as session:
-        jobs.record_metrics(session, job_id, attempt, records, **extra)  # type: ignore[arg-type]
+        record_metrics(session, job_id, attempt, records, **extra)  # type: ignore[arg-type]
 
 
 def _sample_steps(database: Database, job_id: str) -> list[int]:
@@ -67,7 +68,7 @@ def test_samples_are_kept_for_the_newest_steps_and_replaced_when_a_step_is_logge
         items, _ = samples.read_samples(connection, job_id, step=10, after_step=-1, limit=10)
     assert len(items) == 2
     with database.session() as session:
-        jobs.discard_metrics_after(session, job_id, attempt, 8)
+        discard_metrics_after(session, job_id, attempt, 8)
     assert _sample_steps(database, job_id) == [8]
 
 
@@ -137,7 +138,7 @@ def test_the_stream_cursor_continues_after_what_was_seen_and_rewinds_after_a_res
         assert transition(session, job_id, JobStatus.QUEUED, attempt=attempt)
         second = claim(session, job_id, "worker-2", 60)
         assert second == attempt + 1
-        jobs.discard_metrics_after(session, job_id, second, 3)
+        discard_metrics_after(session, job_id, second, 3)
     _record(database, job_id, second, range(4, 7))
     seen_event = cursor.event
     messages, _ = _messages(database, job_id, cursor, found.state)
@@ -197,10 +198,10 @@ def test_job_metadata_is_stored_and_filters_the_list(database: Database) -> None
         jobs.create_job(session, JobSpec.model_validate(job_spec("m", metadata={"team": "vision"})))
         jobs.create_job(session, JobSpec.model_validate(job_spec("m")))
     with database.reading() as connection:
-        page = jobs.read_jobs(connection, limit=10, labels={"team": "nlp"})
-        both = jobs.read_jobs(connection, limit=10, labels={"team": "nlp", "run": "a/1"})
-        none = jobs.read_jobs(connection, limit=10, labels={"team": "nlp", "run": "b"})
-        queued = jobs.read_jobs(connection, limit=10, status="queued")
+        page = read_jobs(connection, limit=10, labels={"team": "nlp"})
+        both = read_jobs(connection, limit=10, labels={"team": "nlp", "run": "a/1"})
+        none = read_jobs(connection, limit=10, labels={"team": "nlp", "run": "b"})
+        queued = read_jobs(connection, limit=10, status="queued")
     assert [json.loads(j)["id"] for j in page.items] == [nlp]
     assert json.loads(page.items[0])["metadata"] == {"team": "nlp", "run": "a/1"}
     assert [json.loads(j)["id"] for j in both.items] == [nlp]
