@@ -2,17 +2,19 @@
 
 Types and choices come from the stored description of GRPOConfig (`shared.spec.grpo_config`). Beyond them,
 `check_args` applies the rules TRL and transformers only enforce when a job runs (`GRPOConfig.__post_init__`,
-`TrainingArguments._validate_args`, `Trainer.__init__`, `GRPOTrainer.__init__`), so that a spec they would reject
-is refused at submit time. A unit test compares these verdicts with the installed TRL's, field by field.
+`TrainingArguments._validate_args`, `Trainer.__init__`, `GRPOTrainer.__init__`; the rules across fields are in
+`shared.spec.grpo_args_rules`), so that a spec they would reject is refused at submit time. A unit test compares
+these verdicts with the installed TRL's, field by field.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
+from shared.spec.grpo_args_rules import check_cross_field_rules
 from shared.spec.grpo_config import default, grpo_config_fields
+from shared.spec.json_fields import accepts, json_type_of, type_phrase
 from shared.spec.problems import Problem, did_you_mean
 
 # Fields the service sets itself; a spec that sets them is told why.
@@ -25,51 +27,9 @@ NOT_SUPPORTED: dict[str, str] = {
     "fsdp": "the service sets FSDP up itself: ask for resources.distributed 'fsdp'",
     "ddp_backend": "the service picks the backend (nccl on GPUs, gloo on CPUs): ask for resources.processes",
 }
-# Fields that need a GPU: refused at submit on a CPU-only deployment.
-GPU_ONLY = ("bf16", "fp16", "bf16_full_eval", "fp16_full_eval", "tf32")
-# Learning-rate schedules that read an evaluation metric.
-EVAL_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
-# The longest search for a suggested group size (the suggestion is a courtesy, not worth a slow request).
-MAX_SUGGESTION_SEARCH = 10_000
 
 
 # --- One field ------------------------------------------------------------------------------------------------
-
-
-def _json_type_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return type(value).__name__
-
-
-def _accepts(kinds: list[str], value_type: str) -> bool:
-    # JSON has one number type: an integer is a fine value for a float field.
-    return value_type in kinds or (value_type == "integer" and "number" in kinds)
-
-
-def _type_phrase(kinds: list[str]) -> str:
-    names = {
-        "integer": "an integer",
-        "number": "a number",
-        "boolean": "true or false",
-        "string": "a string",
-        "object": "an object",
-        "array": "a list",
-        "null": "null",
-    }
-    return " or ".join(names[k] for k in kinds)
 
 
 def _not_in(path: str, value: str, choices: list[str]) -> Problem:
@@ -82,11 +42,11 @@ def _not_in(path: str, value: str, choices: list[str]) -> Problem:
 def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem | None:
     path = f"args.{name}"
     kinds: list[str] = description["types"]
-    value_type = _json_type_of(value)
+    value_type = json_type_of(value)
     if not kinds:
         return Problem(path, f"{path} cannot be set through a JSON spec (GRPOConfig takes a Python object): remove it")
-    if not _accepts(kinds, value_type):
-        return Problem(path, f"{path} must be {_type_phrase(kinds)}, not {json.dumps(value)}")
+    if not accepts(kinds, value_type):
+        return Problem(path, f"{path} must be {type_phrase(kinds)}, not {json.dumps(value)}")
     choices = description.get("choices")
     if choices and value_type == "string" and value not in choices:
         return _not_in(path, value, choices)
@@ -99,9 +59,9 @@ def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem 
     items = description.get("items")
     if items and value_type == "array":
         for index, item in enumerate(value):
-            if not _accepts([items], _json_type_of(item)):
+            if not accepts([items], json_type_of(item)):
                 return Problem(
-                    f"{path}[{index}]", f"{path}[{index}] must be {_type_phrase([items])}, not {json.dumps(item)}"
+                    f"{path}[{index}]", f"{path}[{index}] must be {type_phrase([items])}, not {json.dumps(item)}"
                 )
             if item_choices and item not in item_choices:
                 return _not_in(f"{path}[{index}]", str(item), item_choices)
@@ -111,316 +71,6 @@ def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem 
             if key not in keys:
                 return Problem(f"{path}.{key}", f"{path}.{key} is not a key TRL accepts here{did_you_mean(key, keys)}")
     return None
-
-
-# --- Rules across fields --------------------------------------------------------------------------------------
-
-
-class _Args:
-    """A spec's args with TRL's defaults behind them."""
-
-    def __init__(self, args: dict[str, Any]) -> None:
-        self.given = args
-
-    def __getitem__(self, name: str) -> Any:
-        return self.given[name] if name in self.given else default(name)
-
-    def number(self, name: str) -> float | None:
-        value = self[name]
-        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _first_multiples(start: int, step: int, count: int = 2) -> list[int]:
-    first = (start // step + 1) * step
-    return [first + i * step for i in range(count)]
-
-
-def _group_size_for(generation_batch: int, num_generations: int) -> int | None:
-    """A group size that divides the generation batch: the largest below num_generations, else the next above."""
-    below = range(min(num_generations - 1, generation_batch), 1, -1)
-    above = range(num_generations + 1, generation_batch + 1)
-    for candidates in (below, above):
-        for tried, size in enumerate(candidates):
-            if tried >= MAX_SUGGESTION_SEARCH:
-                break
-            if generation_batch % size == 0:
-                return size
-    return None
-
-
-def _batch_fixes(batch: int, accumulation: int, num_generations: int) -> str:
-    """Suggest per-device batch sizes and group sizes that make the generation batch hold whole groups."""
-    # batch x accumulation is a multiple of num_generations when batch is a multiple of this:
-    batch_step = num_generations // math.gcd(accumulation, num_generations)
-    fixes = [f"per_device_train_batch_size {' or '.join(str(s) for s in _first_multiples(batch, batch_step))}"]
-    group = _group_size_for(batch * accumulation, num_generations)
-    if group is not None:
-        fixes.append(f"num_generations {group}")
-    return "use " + ", or ".join(fixes)
-
-
-def _check_batch_rules(args: _Args, processes: int) -> list[Problem]:
-    num_generations = args["num_generations"]
-    batch, accumulation = args["per_device_train_batch_size"], args["gradient_accumulation_steps"]
-    if num_generations is None:
-        return [Problem("args.num_generations", "args.num_generations cannot be null: give the group size (e.g. 8)")]
-    problems = [
-        Problem(f"args.{name}", f"args.{name} ({value}) must be at least 1")
-        for name, value in (("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation))
-        if value < 1
-    ]
-    if num_generations < 2:
-        problems.append(
-            Problem(
-                "args.num_generations",
-                f"args.num_generations ({num_generations}) must be at least 2: GRPO scores each completion against "
-                "the others generated for the same prompt; 4 to 16 is usual (4-8 for simple tasks)",
-            )
-        )
-    if problems:
-        return problems
-
-    generation_batch_size, steps_per_generation = args["generation_batch_size"], args["steps_per_generation"]
-    global_batch = batch * processes
-    if generation_batch_size is not None and steps_per_generation is not None:
-        return [
-            Problem(
-                "args.generation_batch_size",
-                "args.generation_batch_size and args.steps_per_generation cannot both be set: keep one",
-            )
-        ]
-    if generation_batch_size is not None:
-        if generation_batch_size % global_batch != 0:
-            return [
-                Problem(
-                    "args.generation_batch_size",
-                    f"args.generation_batch_size ({generation_batch_size}) must be divisible by the global batch "
-                    f"size (per_device_train_batch_size {batch} x {processes} process(es) = {global_batch})",
-                )
-            ]
-        if generation_batch_size % num_generations != 0:
-            problems.append(
-                Problem(
-                    "args.generation_batch_size",
-                    f"args.generation_batch_size ({generation_batch_size}) must be divisible by args.num_generations "
-                    f"({num_generations}) so that every prompt's group is complete: "
-                    f"use a multiple of {num_generations}",
-                )
-            )
-    elif steps_per_generation is not None:
-        generation_batch = global_batch * steps_per_generation
-        if generation_batch % num_generations != 0:
-            problems.append(
-                Problem(
-                    "args.steps_per_generation",
-                    f"the generation batch (per_device_train_batch_size {batch} x steps_per_generation "
-                    f"{steps_per_generation} = {generation_batch}) must be divisible by args.num_generations "
-                    f"({num_generations}): change either so the product is a multiple of {num_generations}",
-                )
-            )
-    elif (global_batch * accumulation) % num_generations != 0:
-        if accumulation == 1:
-            shown = f"args.per_device_train_batch_size ({batch})"
-        else:
-            shown = (
-                f"the generation batch (per_device_train_batch_size {batch} x gradient_accumulation_steps "
-                f"{accumulation} = {global_batch * accumulation})"
-            )
-        problems.append(
-            Problem(
-                "args.per_device_train_batch_size",
-                f"{shown} must be divisible by args.num_generations ({num_generations}), so that every prompt's "
-                "group of completions is generated together: "
-                + _batch_fixes(global_batch, accumulation, num_generations),
-            )
-        )
-
-    if args["eval_strategy"] != "no":
-        eval_batch = args["per_device_eval_batch_size"]
-        eval_generations = args["num_generations_eval"] or num_generations
-        if (eval_batch * processes) % eval_generations != 0:
-            problems.append(
-                Problem(
-                    "args.per_device_eval_batch_size",
-                    f"args.per_device_eval_batch_size ({eval_batch}) must be divisible by the number of generations "
-                    f"used for evaluation ({eval_generations}): use a multiple of {eval_generations}",
-                )
-            )
-    return problems
-
-
-def _check_step_rules(args: _Args) -> list[Problem]:
-    problems: list[Problem] = []
-    for name, strategy in (
-        ("logging_steps", "logging_strategy"),
-        ("eval_steps", "eval_strategy"),
-        ("save_steps", "save_strategy"),
-    ):
-        value = args.number(name)
-        if value is not None and args[strategy] == "steps" and value > 1 and value != int(value):
-            problems.append(Problem(f"args.{name}", f"args.{name} ({value}) must be a whole number when above 1"))
-    if args["logging_strategy"] == "steps" and args.number("logging_steps") == 0:
-        problems.append(Problem("args.logging_steps", "args.logging_steps must not be 0 with logging_strategy 'steps'"))
-    empty_cache_steps = args["torch_empty_cache_steps"]
-    if empty_cache_steps is not None and empty_cache_steps <= 0:
-        problems.append(
-            Problem("args.torch_empty_cache_steps", f"args.torch_empty_cache_steps ({empty_cache_steps}) must be > 0")
-        )
-    if (args.number("warmup_steps") or 0) < 0:
-        problems.append(Problem("args.warmup_steps", f"args.warmup_steps ({args['warmup_steps']}) must be at least 0"))
-    completion_length = args["max_completion_length"]
-    if completion_length is not None and completion_length < 1:
-        problems.append(
-            Problem(
-                "args.max_completion_length", f"args.max_completion_length ({completion_length}) must be at least 1"
-            )
-        )
-    if args["dataloader_prefetch_factor"] is not None and args["dataloader_num_workers"] == 0:
-        problems.append(
-            Problem(
-                "args.dataloader_prefetch_factor",
-                "args.dataloader_prefetch_factor only applies with args.dataloader_num_workers > 0: "
-                "set both or neither",
-            )
-        )
-    pad = args["pad_to_multiple_of"]
-    if isinstance(pad, str) and pad.lower() not in ("auto", "none", "null") and not pad.strip().isdigit():
-        problems.append(
-            Problem("args.pad_to_multiple_of", f"args.pad_to_multiple_of is {pad!r}: use an integer, 'auto' or null")
-        )
-    return problems
-
-
-def _check_eval_rules(args: _Args, has_eval_dataset: bool) -> list[Problem]:
-    problems: list[Problem] = []
-    evaluates = args["eval_strategy"] != "no"
-    if evaluates and not has_eval_dataset:
-        problems.append(
-            Problem(
-                "args.eval_strategy",
-                f"args.eval_strategy is {args['eval_strategy']!r} but the job has no eval_dataset: "
-                "add an eval_dataset or set eval_strategy to 'no'",
-            )
-        )
-    if args["lr_scheduler_type"] in EVAL_SCHEDULES and not evaluates:
-        problems.append(
-            Problem(
-                "args.lr_scheduler_type",
-                f"args.lr_scheduler_type {args['lr_scheduler_type']!r} follows an evaluation metric: set "
-                "eval_strategy (and an eval_dataset), or choose another schedule",
-            )
-        )
-    load_best = args["load_best_model_at_end"]
-    if load_best and args["save_strategy"] != "best":
-        if args["eval_strategy"] != args["save_strategy"]:
-            problems.append(
-                Problem(
-                    "args.load_best_model_at_end",
-                    "args.load_best_model_at_end needs save_strategy and eval_strategy to match "
-                    f"(they are {args['save_strategy']!r} and {args['eval_strategy']!r}), or save_strategy 'best'",
-                )
-            )
-        elif args["eval_strategy"] == "steps":
-            save_steps, eval_steps = (
-                args.number("save_steps"),
-                args.number("eval_steps") or args.number("logging_steps"),
-            )
-            if save_steps and eval_steps and round(save_steps * 1e6) % round(eval_steps * 1e6) != 0:
-                problems.append(
-                    Problem(
-                        "args.save_steps",
-                        f"args.load_best_model_at_end needs save_steps ({save_steps}) to be a multiple of "
-                        f"eval_steps ({eval_steps})",
-                    )
-                )
-    metric_defaults = load_best or args["lr_scheduler_type"] in EVAL_SCHEDULES  # transformers then uses "loss"
-    if args["save_strategy"] == "best" and args["metric_for_best_model"] is None and not metric_defaults:
-        problems.append(
-            Problem(
-                "args.metric_for_best_model",
-                "args.save_strategy 'best' needs args.metric_for_best_model (e.g. 'eval_reward') to know what is best",
-            )
-        )
-    return problems
-
-
-def _check_other_rules(args: _Args, reward_count: int, device: str) -> list[Problem]:
-    problems: list[Problem] = []
-    if args["auto_find_batch_size"]:
-        problems.append(
-            Problem(
-                "args.auto_find_batch_size",
-                "args.auto_find_batch_size is not supported by GRPO (shrinking the batch on out-of-memory breaks "
-                "the groups of num_generations completions): remove it and lower per_device_train_batch_size instead",
-            )
-        )
-    for half, other in (("bf16", "fp16"), ("bf16_full_eval", "fp16_full_eval")):
-        if args[half] and args[other]:
-            problems.append(
-                Problem(f"args.{half}", f"args.{half} and args.{other} are both true: choose one precision")
-            )
-    if device == "cpu":
-        problems += [
-            Problem(
-                f"args.{name}",
-                f"args.{name}=true needs a GPU, and this deployment trains on CPUs only: remove args.{name} "
-                "(the service picks bf16 on GPUs that support it and fp32 on CPUs)",
-            )
-            for name in GPU_ONLY
-            if args.given.get(name)
-        ]
-    if args["log_completions_hub_repo"] is not None and not args["log_completions"]:
-        problems.append(
-            Problem(
-                "args.log_completions_hub_repo",
-                "args.log_completions_hub_repo is set but args.log_completions is false: set log_completions to true",
-            )
-        )
-    weights = args["reward_weights"]
-    if weights is not None and len(weights) != reward_count:
-        problems.append(
-            Problem(
-                "args.reward_weights",
-                f"args.reward_weights has {len(weights)} weight(s) but the job has {reward_count} reward function(s): "
-                "give one weight per reward function, in the same order",
-            )
-        )
-    low, high = args["vllm_importance_sampling_clip_min"], args["vllm_importance_sampling_clip_max"]
-    if low is not None and high is not None and low >= high:
-        problems.append(
-            Problem(
-                "args.vllm_importance_sampling_clip_min",
-                f"args.vllm_importance_sampling_clip_min ({low}) must be less than "
-                f"args.vllm_importance_sampling_clip_max ({high})",
-            )
-        )
-    mode = args["vllm_importance_sampling_mode"]
-    if args["vllm_importance_sampling_correction"] and mode.endswith("_truncate") and low is None and high is None:
-        problems.append(
-            Problem(
-                "args.vllm_importance_sampling_mode",
-                f"args.vllm_importance_sampling_mode {mode!r} needs vllm_importance_sampling_clip_min or "
-                "vllm_importance_sampling_clip_max: set one",
-            )
-        )
-    if args["sync_ref_model"] and not args["beta"]:
-        problems.append(
-            Problem(
-                "args.sync_ref_model",
-                "args.sync_ref_model=true needs a reference model, which TRL only keeps when args.beta > 0: "
-                "set beta (e.g. 0.04) or remove sync_ref_model",
-            )
-        )
-    for name, strictly_positive in (("learning_rate", False), ("beta", False), ("temperature", True)):
-        value = args.number(name)
-        if value is not None and (value < 0 or (strictly_positive and value == 0)):
-            relation = "greater than 0" if strictly_positive else "at least 0"
-            problems.append(Problem(f"args.{name}", f"args.{name} ({value}) must be {relation}"))
-    if args["max_steps"] <= 0 and args["num_train_epochs"] <= 0:
-        problems.append(
-            Problem("args.num_train_epochs", "args.num_train_epochs must be positive unless args.max_steps is set")
-        )
-    return problems
 
 
 def check_args(
@@ -452,11 +102,7 @@ def check_args(
             value_problems.append(problem)
     if value_problems:
         return problems + value_problems  # the cross-field rules need well-typed values
-    known = _Args({name: value for name, value in args.items() if name in fields})
-    return (
-        problems
-        + _check_batch_rules(known, processes)
-        + _check_step_rules(known)
-        + _check_eval_rules(known, has_eval_dataset)
-        + _check_other_rules(known, reward_count, device)
+    known = {name: value for name, value in args.items() if name in fields}
+    return problems + check_cross_field_rules(
+        known, reward_count=reward_count, has_eval_dataset=has_eval_dataset, device=device, processes=processes
     )

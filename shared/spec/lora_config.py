@@ -7,35 +7,32 @@ and fails when it drifts from the installed PEFT (as `shared.spec.grpo_config` d
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
-import types
 import typing
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from shared.spec.grpo_config import _json_types as json_types
-from shared.spec.grpo_config import json_default, render_description
+from shared.spec.json_fields import describe_fields, generate_description, read_fields, union_members
 
 DESCRIPTION_PATH = Path(__file__).with_name("lora_config_fields.json")
 
 
 def _literal_choices(annotation: Any) -> list[str]:
     """The strings a `Literal[...]` (alone or in a union) allows: `bias`, `init_lora_weights`."""
-    members = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        else (annotation,)
-    )
     return [
         value
-        for member in members
+        for member in union_members(annotation)
         if typing.get_origin(member) is typing.Literal
         for value in typing.get_args(member)
         if isinstance(value, str)
     ]
+
+
+def _add_literal_choices(name: str, annotation: Any, description: dict[str, Any]) -> None:
+    """LoraConfig types its string choices as `Literal[...]`, which `json_types` reads as a plain string."""
+    if choices := _literal_choices(annotation):
+        description["choices"] = choices
 
 
 def describe_installed_lora_config() -> dict[str, Any]:
@@ -43,36 +40,20 @@ def describe_installed_lora_config() -> dict[str, Any]:
     import peft
     from peft import LoraConfig
 
-    hints = typing.get_type_hints(LoraConfig)
-    fields: dict[str, Any] = {}
-    for field in dataclasses.fields(LoraConfig):
-        if not field.init or field.name.startswith("_"):
-            continue
-        description = json_types(hints[field.name])
-        if choices := _literal_choices(hints[field.name]):
-            description["choices"] = choices
-        description["default"] = json_default(field, call_factory=True)
-        description["help"] = " ".join(str(field.metadata.get("help", "")).split())
-        fields[field.name] = description
+    # Default factories are called, so that a default is the one PEFT gives (`{}` for rank_pattern, not null).
+    fields = describe_fields(LoraConfig, call_factories=True, refine=_add_literal_choices)
     return {"peft_version": peft.__version__, "fields": fields}
 
 
 @lru_cache(maxsize=1)
 def lora_config_fields() -> dict[str, dict[str, Any]]:
     """Every LoraConfig field, as the committed description has it."""
-    fields: dict[str, dict[str, Any]] = json.loads(DESCRIPTION_PATH.read_text())["fields"]
-    return fields
+    return read_fields(DESCRIPTION_PATH)
 
 
 def main(argv: list[str]) -> int:
     """`python -m shared.spec.lora_config --write` regenerates the description from the installed PEFT."""
-    rendered = render_description(describe_installed_lora_config())
-    if argv[1:] == ["--write"]:
-        DESCRIPTION_PATH.write_text(rendered)
-        print(f"wrote {DESCRIPTION_PATH}")
-        return 0
-    sys.stdout.write(rendered)
-    return 0
+    return generate_description(argv, DESCRIPTION_PATH, describe_installed_lora_config)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from shared.spec.grpo_args import _accepts, _json_type_of, _type_phrase
+from shared.spec.json_fields import accepts, json_type_of, type_phrase
 from shared.spec.lora_config import lora_config_fields
 from shared.spec.problems import Problem, did_you_mean
 
@@ -91,15 +91,15 @@ def _show(value: Any) -> str:
 def _check_type(name: str, value: Any, description: dict[str, Any]) -> Problem | None:
     """The JSON type (and item type) the installed LoraConfig declares for the field."""
     kinds = [k for k in description["types"] if not (k == "null" and name in NOT_NULL)]
-    if not _accepts(kinds, _json_type_of(value)):
-        return _problem(name, f"must be {_type_phrase(kinds)}, not {_show(value)}")
+    if not accepts(kinds, json_type_of(value)):
+        return _problem(name, f"must be {type_phrase(kinds)}, not {_show(value)}")
     items = description.get("items")
     if items and isinstance(value, list):
         for index, item in enumerate(value):
-            if not _accepts([items], _json_type_of(item)):
+            if not accepts([items], json_type_of(item)):
                 return Problem(
                     f"peft_config.{name}[{index}]",
-                    f"peft_config.{name}[{index}] must be {_type_phrase([items])}, not {_show(item)}",
+                    f"peft_config.{name}[{index}] must be {type_phrase([items])}, not {_show(item)}",
                 )
     choices = description.get("choices")
     own_rules = ("task_type", "peft_type", "init_lora_weights")  # see _check_field

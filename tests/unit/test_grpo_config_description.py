@@ -15,7 +15,8 @@ import pytest
 
 from shared.spec import grpo_config
 from shared.spec.grpo_args import check_args
-from shared.spec.grpo_config import DESCRIPTION_PATH, describe_installed_grpo_config, render_description
+from shared.spec.grpo_config import DESCRIPTION_PATH, describe_installed_grpo_config
+from shared.spec.json_fields import render_description
 
 
 def test_stored_description_matches_installed_trl() -> None:

@@ -14,11 +14,11 @@ import pytest
 
 from shared.spec import peft
 from shared.spec.job import JobSpec, parse_spec
+from shared.spec.json_fields import render_description
 from shared.spec.lora_config import (
     DESCRIPTION_PATH,
     describe_installed_lora_config,
     lora_config_fields,
-    render_description,
 )
 from shared.spec.problems import SpecError
 from tests.specs import job_spec
