@@ -54,14 +54,15 @@ class PeakMemory:
 
     def __init__(self, pid: int) -> None:
         self.process = psutil.Process(pid)
-        self.peak = self.process.memory_info().rss / 2**20
+        self.peak: float = self.process.memory_info().rss / 2**20
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
     def _sample(self) -> None:
         while not self._stop.wait(0.05):
-            self.peak = max(self.peak, self.process.memory_info().rss / 2**20)
+            rss: int = self.process.memory_info().rss
+            self.peak = max(self.peak, rss / 2**20)
 
     def stop(self) -> float:
         self._stop.set()

@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 STARTED = time.time()
 
@@ -22,7 +23,7 @@ def main() -> None:
     spec = json.loads(Path(sys.argv[1]).read_text())
     ideal_length = spec["reward_funcs"][0]["params"]["ideal_length"]
 
-    def length(completions, **kwargs):  # the seed's reward_len
+    def length(completions: list[str], **kwargs: Any) -> list[float | None]:  # the seed's reward_len
         return [-float(abs(ideal_length - len(completion))) for completion in completions]
 
     args = GRPOConfig(

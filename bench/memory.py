@@ -22,7 +22,7 @@ SETTLE_SECONDS = 0.5
 
 def _rss_mib(process: psutil.Process) -> float:
     """Resident memory of a process and everything under it, in MiB."""
-    total = process.memory_info().rss
+    total: int = process.memory_info().rss
     for child in process.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += child.memory_info().rss

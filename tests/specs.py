@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED_EXAMPLE = json.loads((ROOT / "examples" / "seed_job.json").read_text())
+SEED_EXAMPLE: dict[str, Any] = json.loads((ROOT / "examples" / "seed_job.json").read_text())
 
 
 def job_spec(model: Path | str, **overrides: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ def _not_in(path: str, value: str, choices: list[str]) -> Problem:
 
 
 def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem | None:
+    """Whether the value has a JSON type the field takes, and its choices, items or keys are ones TRL accepts."""
     path = f"args.{name}"
     kinds: list[str] = description["types"]
     value_type = json_type_of(value)
@@ -47,29 +48,55 @@ def _check_field(name: str, value: Any, description: dict[str, Any]) -> Problem 
         return Problem(path, f"{path} cannot be set through a JSON spec (GRPOConfig takes a Python object): remove it")
     if not accepts(kinds, value_type):
         return Problem(path, f"{path} must be {type_phrase(kinds)}, not {json.dumps(value)}")
+    # Each JSON type has its own constraints in the description; a value has one type, so at most one applies.
+    if value_type == "string":
+        return _check_string_choices(path, value, description)
+    if value_type == "array":
+        return _check_array_items(path, value, description)
+    if value_type == "object":
+        return _check_object_keys(path, value, description)
+    return None
+
+
+def _check_string_choices(path: str, value: str, description: dict[str, Any]) -> Problem | None:
+    """Whether a string is one of the field's choices, or holds only the items a list field accepts."""
     choices = description.get("choices")
-    if choices and value_type == "string" and value not in choices:
+    if choices and value not in choices:
         return _not_in(path, value, choices)
     item_choices = description.get("item_choices")
-    if item_choices and value_type == "string":
-        # A string holds the list's items separated by spaces (transformers splits it).
-        for word in value.split():
-            if word not in item_choices:
-                return _not_in(path, word, item_choices)
+    if not item_choices:
+        return None
+    # A string holds the list's items separated by spaces (transformers splits it).
+    for word in value.split():
+        if word not in item_choices:
+            return _not_in(path, word, item_choices)
+    return None
+
+
+def _check_array_items(path: str, value: list[Any], description: dict[str, Any]) -> Problem | None:
+    """Whether every item of a list has the item type the field takes, and is one of its item choices."""
     items = description.get("items")
-    if items and value_type == "array":
-        for index, item in enumerate(value):
-            if not accepts([items], json_type_of(item)):
-                return Problem(
-                    f"{path}[{index}]", f"{path}[{index}] must be {type_phrase([items])}, not {json.dumps(item)}"
-                )
-            if item_choices and item not in item_choices:
-                return _not_in(f"{path}[{index}]", str(item), item_choices)
+    if not items:
+        return None
+    item_choices = description.get("item_choices")
+    for index, item in enumerate(value):
+        if not accepts([items], json_type_of(item)):
+            return Problem(
+                f"{path}[{index}]", f"{path}[{index}] must be {type_phrase([items])}, not {json.dumps(item)}"
+            )
+        if item_choices and item not in item_choices:
+            return _not_in(f"{path}[{index}]", str(item), item_choices)
+    return None
+
+
+def _check_object_keys(path: str, value: dict[str, Any], description: dict[str, Any]) -> Problem | None:
+    """Whether every key of an object is one the field's dataclass accepts."""
     keys = description.get("keys")
-    if keys and value_type == "object":
-        for key in value:
-            if key not in keys:
-                return Problem(f"{path}.{key}", f"{path}.{key} is not a key TRL accepts here{did_you_mean(key, keys)}")
+    if not keys:
+        return None
+    for key in value:
+        if key not in keys:
+            return Problem(f"{path}.{key}", f"{path}.{key} is not a key TRL accepts here{did_you_mean(key, keys)}")
     return None
 
 

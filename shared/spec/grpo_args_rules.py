@@ -66,10 +66,26 @@ def _batch_fixes(batch: int, accumulation: int, num_generations: int) -> str:
 
 
 def _check_batch_rules(args: _Args, processes: int) -> list[Problem]:
+    """Whether the batch sizes are positive and every generation (and evaluation) batch holds whole groups."""
+    if args["num_generations"] is None:
+        return [Problem("args.num_generations", "args.num_generations cannot be null: give the group size (e.g. 8)")]
+    # The divisibility rules below are meaningless (or divide by zero) until the sizes themselves are valid.
+    if problems := _check_batch_minimums(args):
+        return problems
+    # A conflict in how the generation batch is sized hides the group rules: they depend on that size.
+    if conflict := _check_generation_batch_size(args, processes):
+        return [conflict]
+    return [
+        problem
+        for problem in (_check_generation_groups(args, processes), _check_eval_groups(args, processes))
+        if problem is not None
+    ]
+
+
+def _check_batch_minimums(args: _Args) -> list[Problem]:
+    """Whether the per-device batch and accumulation steps are at least 1, and the group size at least 2."""
     num_generations = args["num_generations"]
     batch, accumulation = args["per_device_train_batch_size"], args["gradient_accumulation_steps"]
-    if num_generations is None:
-        return [Problem("args.num_generations", "args.num_generations cannot be null: give the group size (e.g. 8)")]
     problems = [
         Problem(f"args.{name}", f"args.{name} ({value}) must be at least 1")
         for name, value in (("per_device_train_batch_size", batch), ("gradient_accumulation_steps", accumulation))
@@ -83,76 +99,83 @@ def _check_batch_rules(args: _Args, processes: int) -> list[Problem]:
                 "the others generated for the same prompt; 4 to 16 is usual (4-8 for simple tasks)",
             )
         )
-    if problems:
-        return problems
+    return problems
 
+
+def _check_generation_batch_size(args: _Args, processes: int) -> Problem | None:
+    """Whether the generation batch is sized one way only, and generation_batch_size fills whole global batches."""
+    generation_batch_size, steps_per_generation = args["generation_batch_size"], args["steps_per_generation"]
+    if generation_batch_size is not None and steps_per_generation is not None:
+        return Problem(
+            "args.generation_batch_size",
+            "args.generation_batch_size and args.steps_per_generation cannot both be set: keep one",
+        )
+    batch = args["per_device_train_batch_size"]
+    global_batch = batch * processes
+    if generation_batch_size is None or generation_batch_size % global_batch == 0:
+        return None
+    return Problem(
+        "args.generation_batch_size",
+        f"args.generation_batch_size ({generation_batch_size}) must be divisible by the global batch "
+        f"size (per_device_train_batch_size {batch} x {processes} process(es) = {global_batch})",
+    )
+
+
+def _check_generation_groups(args: _Args, processes: int) -> Problem | None:
+    """Whether the generation batch, however it is sized, is a multiple of num_generations."""
+    num_generations = args["num_generations"]
+    batch, accumulation = args["per_device_train_batch_size"], args["gradient_accumulation_steps"]
     generation_batch_size, steps_per_generation = args["generation_batch_size"], args["steps_per_generation"]
     global_batch = batch * processes
-    if generation_batch_size is not None and steps_per_generation is not None:
-        return [
-            Problem(
-                "args.generation_batch_size",
-                "args.generation_batch_size and args.steps_per_generation cannot both be set: keep one",
-            )
-        ]
     if generation_batch_size is not None:
-        if generation_batch_size % global_batch != 0:
-            return [
-                Problem(
-                    "args.generation_batch_size",
-                    f"args.generation_batch_size ({generation_batch_size}) must be divisible by the global batch "
-                    f"size (per_device_train_batch_size {batch} x {processes} process(es) = {global_batch})",
-                )
-            ]
-        if generation_batch_size % num_generations != 0:
-            problems.append(
-                Problem(
-                    "args.generation_batch_size",
-                    f"args.generation_batch_size ({generation_batch_size}) must be divisible by args.num_generations "
-                    f"({num_generations}) so that every prompt's group is complete: "
-                    f"use a multiple of {num_generations}",
-                )
-            )
-    elif steps_per_generation is not None:
-        generation_batch = global_batch * steps_per_generation
-        if generation_batch % num_generations != 0:
-            problems.append(
-                Problem(
-                    "args.steps_per_generation",
-                    f"the generation batch (per_device_train_batch_size {batch} x steps_per_generation "
-                    f"{steps_per_generation} = {generation_batch}) must be divisible by args.num_generations "
-                    f"({num_generations}): change either so the product is a multiple of {num_generations}",
-                )
-            )
-    elif (global_batch * accumulation) % num_generations != 0:
-        if accumulation == 1:
-            shown = f"args.per_device_train_batch_size ({batch})"
-        else:
-            shown = (
-                f"the generation batch (per_device_train_batch_size {batch} x gradient_accumulation_steps "
-                f"{accumulation} = {global_batch * accumulation})"
-            )
-        problems.append(
-            Problem(
-                "args.per_device_train_batch_size",
-                f"{shown} must be divisible by args.num_generations ({num_generations}), so that every prompt's "
-                "group of completions is generated together: "
-                + _batch_fixes(global_batch, accumulation, num_generations),
-            )
+        if generation_batch_size % num_generations == 0:
+            return None
+        return Problem(
+            "args.generation_batch_size",
+            f"args.generation_batch_size ({generation_batch_size}) must be divisible by args.num_generations "
+            f"({num_generations}) so that every prompt's group is complete: "
+            f"use a multiple of {num_generations}",
         )
+    if steps_per_generation is not None:
+        generation_batch = global_batch * steps_per_generation
+        if generation_batch % num_generations == 0:
+            return None
+        return Problem(
+            "args.steps_per_generation",
+            f"the generation batch (per_device_train_batch_size {batch} x steps_per_generation "
+            f"{steps_per_generation} = {generation_batch}) must be divisible by args.num_generations "
+            f"({num_generations}): change either so the product is a multiple of {num_generations}",
+        )
+    # Neither is set: TRL generates once per optimizer step, for the accumulated batch.
+    if (global_batch * accumulation) % num_generations == 0:
+        return None
+    if accumulation == 1:
+        shown = f"args.per_device_train_batch_size ({batch})"
+    else:
+        shown = (
+            f"the generation batch (per_device_train_batch_size {batch} x gradient_accumulation_steps "
+            f"{accumulation} = {global_batch * accumulation})"
+        )
+    return Problem(
+        "args.per_device_train_batch_size",
+        f"{shown} must be divisible by args.num_generations ({num_generations}), so that every prompt's "
+        "group of completions is generated together: " + _batch_fixes(global_batch, accumulation, num_generations),
+    )
 
-    if args["eval_strategy"] != "no":
-        eval_batch = args["per_device_eval_batch_size"]
-        eval_generations = args["num_generations_eval"] or num_generations
-        if (eval_batch * processes) % eval_generations != 0:
-            problems.append(
-                Problem(
-                    "args.per_device_eval_batch_size",
-                    f"args.per_device_eval_batch_size ({eval_batch}) must be divisible by the number of generations "
-                    f"used for evaluation ({eval_generations}): use a multiple of {eval_generations}",
-                )
-            )
-    return problems
+
+def _check_eval_groups(args: _Args, processes: int) -> Problem | None:
+    """Whether the evaluation batch, when the job evaluates, is a multiple of the evaluation group size."""
+    if args["eval_strategy"] == "no":
+        return None
+    eval_batch = args["per_device_eval_batch_size"]
+    eval_generations = args["num_generations_eval"] or args["num_generations"]
+    if (eval_batch * processes) % eval_generations == 0:
+        return None
+    return Problem(
+        "args.per_device_eval_batch_size",
+        f"args.per_device_eval_batch_size ({eval_batch}) must be divisible by the number of generations "
+        f"used for evaluation ({eval_generations}): use a multiple of {eval_generations}",
+    )
 
 
 def _check_step_rules(args: _Args) -> list[Problem]:
@@ -251,46 +274,81 @@ def _check_eval_rules(args: _Args, has_eval_dataset: bool) -> list[Problem]:
 
 
 def _check_other_rules(args: _Args, reward_count: int, device: str) -> list[Problem]:
-    problems: list[Problem] = []
-    if args["auto_find_batch_size"]:
-        problems.append(
-            Problem(
-                "args.auto_find_batch_size",
-                "args.auto_find_batch_size is not supported by GRPO (shrinking the batch on out-of-memory breaks "
-                "the groups of num_generations completions): remove it and lower per_device_train_batch_size instead",
-            )
+    """Whether the remaining single-purpose settings (precision, logging, rewards, vLLM, ranges) fit together."""
+    return (
+        _check_auto_find_batch_size(args)
+        + _check_precision_rules(args, device)
+        + _check_completion_logging(args)
+        + _check_reward_weights(args, reward_count)
+        + _check_importance_sampling_rules(args)
+        + _check_reference_model(args)
+        + _check_number_ranges(args)
+    )
+
+
+def _check_auto_find_batch_size(args: _Args) -> list[Problem]:
+    """Whether auto_find_batch_size, which GRPO cannot use, is left off."""
+    if not args["auto_find_batch_size"]:
+        return []
+    return [
+        Problem(
+            "args.auto_find_batch_size",
+            "args.auto_find_batch_size is not supported by GRPO (shrinking the batch on out-of-memory breaks "
+            "the groups of num_generations completions): remove it and lower per_device_train_batch_size instead",
         )
-    for half, other in (("bf16", "fp16"), ("bf16_full_eval", "fp16_full_eval")):
-        if args[half] and args[other]:
-            problems.append(
-                Problem(f"args.{half}", f"args.{half} and args.{other} are both true: choose one precision")
-            )
-    if device == "cpu":
-        problems += [
-            Problem(
-                f"args.{name}",
-                f"args.{name}=true needs a GPU, and this deployment trains on CPUs only: remove args.{name} "
-                "(the service picks bf16 on GPUs that support it and fp32 on CPUs)",
-            )
-            for name in GPU_ONLY
-            if args.given.get(name)
-        ]
-    if args["log_completions_hub_repo"] is not None and not args["log_completions"]:
-        problems.append(
-            Problem(
-                "args.log_completions_hub_repo",
-                "args.log_completions_hub_repo is set but args.log_completions is false: set log_completions to true",
-            )
+    ]
+
+
+def _check_precision_rules(args: _Args, device: str) -> list[Problem]:
+    """Whether one precision is chosen at a time, and GPU-only precisions are left out on a CPU-only deployment."""
+    problems = [
+        Problem(f"args.{half}", f"args.{half} and args.{other} are both true: choose one precision")
+        for half, other in (("bf16", "fp16"), ("bf16_full_eval", "fp16_full_eval"))
+        if args[half] and args[other]
+    ]
+    if device != "cpu":
+        return problems
+    # Only what the spec sets itself: left out, these follow the precision the service picks for the hardware.
+    return problems + [
+        Problem(
+            f"args.{name}",
+            f"args.{name}=true needs a GPU, and this deployment trains on CPUs only: remove args.{name} "
+            "(the service picks bf16 on GPUs that support it and fp32 on CPUs)",
         )
+        for name in GPU_ONLY
+        if args.given.get(name)
+    ]
+
+
+def _check_completion_logging(args: _Args) -> list[Problem]:
+    """Whether a hub repo for logged completions comes with log_completions on."""
+    if args["log_completions_hub_repo"] is None or args["log_completions"]:
+        return []
+    return [
+        Problem(
+            "args.log_completions_hub_repo",
+            "args.log_completions_hub_repo is set but args.log_completions is false: set log_completions to true",
+        )
+    ]
+
+
+def _check_reward_weights(args: _Args, reward_count: int) -> list[Problem]:
+    """Whether reward_weights, when given, has one weight per reward function."""
     weights = args["reward_weights"]
-    if weights is not None and len(weights) != reward_count:
-        problems.append(
-            Problem(
-                "args.reward_weights",
-                f"args.reward_weights has {len(weights)} weight(s) but the job has {reward_count} reward function(s): "
-                "give one weight per reward function, in the same order",
-            )
+    if weights is None or len(weights) == reward_count:
+        return []
+    return [
+        Problem(
+            "args.reward_weights",
+            f"args.reward_weights has {len(weights)} weight(s) but the job has {reward_count} reward function(s): "
+            "give one weight per reward function, in the same order",
         )
+    ]
+
+
+def _check_importance_sampling_rules(args: _Args) -> list[Problem]:
+    """Whether vLLM importance sampling's clip range is ordered, and a truncating mode has a bound to clip at."""
+    problems: list[Problem] = []
     low, high = args["vllm_importance_sampling_clip_min"], args["vllm_importance_sampling_clip_max"]
     if low is not None and high is not None and low >= high:
         problems.append(
@@ -309,14 +367,25 @@ def _check_other_rules(args: _Args, reward_count: int, device: str) -> list[Prob
                 "vllm_importance_sampling_clip_max: set one",
             )
         )
-    if args["sync_ref_model"] and not args["beta"]:
-        problems.append(
-            Problem(
-                "args.sync_ref_model",
-                "args.sync_ref_model=true needs a reference model, which TRL only keeps when args.beta > 0: "
-                "set beta (e.g. 0.04) or remove sync_ref_model",
-            )
+    return problems
+
+
+def _check_reference_model(args: _Args) -> list[Problem]:
+    """Whether sync_ref_model has a reference model to sync (TRL keeps one only when beta > 0)."""
+    if not args["sync_ref_model"] or args["beta"]:
+        return []
+    return [
+        Problem(
+            "args.sync_ref_model",
+            "args.sync_ref_model=true needs a reference model, which TRL only keeps when args.beta > 0: "
+            "set beta (e.g. 0.04) or remove sync_ref_model",
         )
+    ]
+
+
+def _check_number_ranges(args: _Args) -> list[Problem]:
+    """Whether learning_rate, beta and temperature are in range, and training has a length (epochs or steps)."""
+    problems: list[Problem] = []
     for name, strictly_positive in (("learning_rate", False), ("beta", False), ("temperature", True)):
         value = args.number(name)
         if value is not None and (value < 0 or (strictly_positive and value == 0)):

@@ -284,7 +284,7 @@ def problems_from_errors(items: Iterable[Mapping[str, Any]]) -> list[Problem]:
         location = list(item["loc"])
         if item["type"] == "union_tag_invalid" and _is_builtin(item.get("input")):
             location.append("name")  # the built-in's name picks the member, not its type
-        if location and location[-1] == "[key]":
+        if len(location) > 1 and location[-1] == "[key]":  # (a top-level field may be named "[key]" too)
             location.pop()  # pydantic's marker for a dict key: the field is the key itself
             problems.append(Problem(_dotted(location), _key_message(location, item)))
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from shared.spec.json_fields import accepts, json_type_of, type_phrase
@@ -151,52 +152,86 @@ def _non_negative_ints(name: str, values: list[Any]) -> Problem | None:
     return None
 
 
-def _check_value(name: str, value: Any) -> Problem | None:
-    """Rules on one well-typed value that PEFT (or torch under it) enforces when it builds the adapter."""
-    if name == "r" and value < 1:
-        return _problem("r", f"is {value}: the rank of the adapter's matrices must be 1 or more (8 or 16 are common)")
-    if name == "lora_alpha" and value <= 0:
-        return _problem(
-            "lora_alpha",
-            f"is {value}: the adapter's update is scaled by lora_alpha / r, so it must be positive (often r or 2 x r)",
-        )
-    if name == "lora_dropout" and not 0 <= value < 1:
-        return _problem("lora_dropout", f"is {value}: a dropout probability is at least 0 and below 1 (0.05 is usual)")
-    if name == "qalora_group_size" and value < 1:
-        return _problem("qalora_group_size", f"is {value}: a group size is 1 or more")
-    if name in ("target_modules", "exclude_modules"):
-        return _check_regex(name, value)
-    if name == "layers_to_transform" and value is not None:
-        return _non_negative_ints(name, value if isinstance(value, list) else [value])
-    if name == "alora_invocation_tokens" and value is not None:
-        if not value:
-            return _problem(name, "is empty: list the token ids of the invocation string, or remove it")
-        return _non_negative_ints(name, value)
-    if name == "rank_pattern" and value:
-        for key, rank in value.items():
-            if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-                return Problem(
-                    f"peft_config.rank_pattern.{key}",
-                    f"peft_config.rank_pattern.{key} is {_show(rank)}: a rank is an integer, 1 or more",
-                )
-    if name == "alpha_pattern" and value:
-        for key, alpha in value.items():
-            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
-                return Problem(
-                    f"peft_config.alpha_pattern.{key}",
-                    f"peft_config.alpha_pattern.{key} is {_show(alpha)}: an alpha is a positive number",
-                )
-    if name == "trainable_token_indices" and value is not None:
-        return _check_token_indices(value)
-    if name == "layer_replication" and value is not None:
-        return _check_layer_replication(value)
+def _check_rank(name: str, value: int) -> Problem | None:
+    """Whether the adapter's rank `r` is 1 or more."""
+    if value < 1:
+        return _problem(name, f"is {value}: the rank of the adapter's matrices must be 1 or more (8 or 16 are common)")
     return None
 
 
-def _check_token_indices(value: list[Any] | dict[str, Any]) -> Problem | None:
+def _check_alpha(name: str, value: float) -> Problem | None:
+    """Whether `lora_alpha`, the scale of the adapter's update, is positive."""
+    if value <= 0:
+        return _problem(
+            name,
+            f"is {value}: the adapter's update is scaled by lora_alpha / r, so it must be positive (often r or 2 x r)",
+        )
+    return None
+
+
+def _check_dropout(name: str, value: float) -> Problem | None:
+    """Whether `lora_dropout` is a dropout probability: at least 0 and below 1."""
+    if not 0 <= value < 1:
+        return _problem(name, f"is {value}: a dropout probability is at least 0 and below 1 (0.05 is usual)")
+    return None
+
+
+def _check_group_size(name: str, value: int) -> Problem | None:
+    """Whether `qalora_group_size` is 1 or more."""
+    if value < 1:
+        return _problem(name, f"is {value}: a group size is 1 or more")
+    return None
+
+
+def _check_layers_to_transform(name: str, value: int | list[Any] | None) -> Problem | None:
+    """Whether the layer indices `layers_to_transform` holds (one, or a list) are 0 or more."""
+    if value is None:
+        return None
+    return _non_negative_ints(name, value if isinstance(value, list) else [value])
+
+
+def _check_invocation_tokens(name: str, value: list[Any] | None) -> Problem | None:
+    """Whether `alora_invocation_tokens`, when given, lists token ids, each 0 or more."""
+    if value is None:
+        return None
+    if not value:
+        return _problem(name, "is empty: list the token ids of the invocation string, or remove it")
+    return _non_negative_ints(name, value)
+
+
+def _check_rank_pattern(name: str, value: dict[str, Any] | None) -> Problem | None:
+    """Whether every rank in `rank_pattern` is an integer, 1 or more."""
+    if not value:
+        return None
+    for key, rank in value.items():
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            return Problem(
+                f"peft_config.{name}.{key}",
+                f"peft_config.{name}.{key} is {_show(rank)}: a rank is an integer, 1 or more",
+            )
+    return None
+
+
+def _check_alpha_pattern(name: str, value: dict[str, Any] | None) -> Problem | None:
+    """Whether every alpha in `alpha_pattern` is a positive number."""
+    if not value:
+        return None
+    for key, alpha in value.items():
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float) or alpha <= 0:
+            return Problem(
+                f"peft_config.{name}.{key}",
+                f"peft_config.{name}.{key} is {_show(alpha)}: an alpha is a positive number",
+            )
+    return None
+
+
+def _check_token_indices(name: str, value: list[Any] | dict[str, Any] | None) -> Problem | None:
+    """Whether `trainable_token_indices` (a list, or a list per layer name) holds token ids, each 0 or more."""
+    if value is None:
+        return None
     groups = value.items() if isinstance(value, dict) else [("", value)]
     for layer, indices in groups:
-        field = f"trainable_token_indices.{layer}" if layer else "trainable_token_indices"
+        field = f"{name}.{layer}" if layer else name
         ints = isinstance(indices, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in indices)
         if not ints:
             return _problem(field, f"must be a list of token ids (integers), not {_show(indices)}")
@@ -205,7 +240,10 @@ def _check_token_indices(value: list[Any] | dict[str, Any]) -> Problem | None:
     return None
 
 
-def _check_layer_replication(value: list[Any]) -> Problem | None:
+def _check_layer_replication(name: str, value: list[Any] | None) -> Problem | None:
+    """Whether each item of `layer_replication` is a [start, end] range of layer indices with start < end."""
+    if value is None:
+        return None
     for index, pair in enumerate(value):
         is_pair = (
             isinstance(pair, list)
@@ -214,11 +252,34 @@ def _check_layer_replication(value: list[Any]) -> Problem | None:
         )
         if not is_pair or pair[0] >= pair[1]:
             return Problem(
-                f"peft_config.layer_replication[{index}]",
-                f"peft_config.layer_replication[{index}] is {_show(pair)}: each item is a [start, end] range of "
+                f"peft_config.{name}[{index}]",
+                f"peft_config.{name}[{index}] is {_show(pair)}: each item is a [start, end] range of "
                 "layer indices with start < end, such as [0, 4]",
             )
     return None
+
+
+# The rule of each field that has one beyond its JSON type; called with the field's name and its well-typed value.
+_VALUE_CHECKS: dict[str, Callable[[str, Any], Problem | None]] = {
+    "r": _check_rank,
+    "lora_alpha": _check_alpha,
+    "lora_dropout": _check_dropout,
+    "qalora_group_size": _check_group_size,
+    "target_modules": _check_regex,
+    "exclude_modules": _check_regex,
+    "layers_to_transform": _check_layers_to_transform,
+    "alora_invocation_tokens": _check_invocation_tokens,
+    "rank_pattern": _check_rank_pattern,
+    "alpha_pattern": _check_alpha_pattern,
+    "trainable_token_indices": _check_token_indices,
+    "layer_replication": _check_layer_replication,
+}
+
+
+def _check_value(name: str, value: Any) -> Problem | None:
+    """Rules on one well-typed value that PEFT (or torch under it) enforces when it builds the adapter."""
+    check = _VALUE_CHECKS.get(name)
+    return check(name, value) if check is not None else None
 
 
 # --- Rules across fields --------------------------------------------------------------------------------------

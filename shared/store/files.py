@@ -121,69 +121,97 @@ def _first_error_line(error: Exception) -> str:
     return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def inspect_upload(path: Path, filename: str, column_map: dict[str, str] | None) -> FileReport:
-    """Read a whole upload and check it is a prompt dataset GRPO can train on; raises UploadRefused."""
-    report = FileReport(file_format(filename))
-    problems: list[Problem] = []
+def _missing_prompt(row: dict[str, Any]) -> str:
+    """What to say when the first row has no 'prompt' column: its columns, and the column_map that likely fixes it."""
+    others = ", ".join(row) or "none"
+    guess = next((c for c in ("question", "query", "instruction", "input", "text") if c in row), None)
+    hint = json.dumps({guess or "your_column": "prompt"})
+    return f"there is no 'prompt' column (columns: {others}): upload again with column_map={hint}, or rename the column"
+
+
+@dataclass
+class _UploadCheck:
+    """What reading an upload has found so far; every row is held against the first row's columns and prompt."""
+
+    report: FileReport
+    column_map: dict[str, str] | None
+    problems: list[Problem] = field(default_factory=list)
     first_columns: tuple[str, set[str]] | None = None
     first_format: tuple[str, str] | None = None
 
-    def problem(message: str) -> None:
-        problems.append(Problem("file", message))
+    def refuse(self, message: str) -> None:
+        """Record a problem with the file."""
+        self.problems.append(Problem("file", message))
 
+    def add_row(self, where: str, raw: Any) -> bool:
+        """Check one row and count and sample it; False when the rest of the file is not worth reading."""
+        if not isinstance(raw, dict):
+            self.refuse(f"{where}: a row must be an object with a 'prompt', not {type(raw).__name__}")
+            return True
+        row = renamed(raw, self.column_map)
+        self.report.rows += 1
+        if self.first_columns is None:
+            self.first_columns = (where, set(row))
+            self.report.columns = list(row)
+            if "prompt" not in row:
+                # Every later row has the first row's columns, so none of them has a prompt either.
+                self.refuse(_missing_prompt(row))
+                return False
+        elif not self._same_columns(where, row, self.first_columns):
+            return True
+        if self._check_prompt(where, row) and len(self.report.sample) < SAMPLE_ROWS:
+            # Parquet holds values JSON has no type for (bytes, timestamps): shown as text.
+            self.report.sample.append(json.loads(json.dumps(json_safe(row), default=str)))
+        return True
+
+    def _same_columns(self, where: str, row: dict[str, Any], first: tuple[str, set[str]]) -> bool:
+        """Whether the row has the first row's columns (a problem recorded when not)."""
+        if set(row) == first[1]:
+            return True
+        self.refuse(
+            f"{where}: columns {sorted(row)} differ from the {first[0]} columns "
+            f"{sorted(first[1])}: every row needs the same columns"
+        )
+        return False
+
+    def _check_prompt(self, where: str, row: dict[str, Any]) -> bool:
+        """Whether the row holds a prompt (a problem recorded when not, or when not of the first prompt's kind)."""
+        prompt_format = _prompt_format(row.get("prompt"))
+        if prompt_format is None:
+            self.refuse(
+                f"{where}: the prompt is empty or not a prompt (a string, or a list of chat messages "
+                '[{"role": "user", "content": "..."}])'
+            )
+            return False
+        if self.first_format is None:
+            self.first_format = (where, prompt_format)
+            self.report.prompt_format = prompt_format
+        elif prompt_format != self.first_format[1]:
+            # Still a prompt, so True: the row is sampled, but the file is refused.
+            self.refuse(
+                f"{where}: a {prompt_format} prompt, where {self.first_format[0]} has a {self.first_format[1]} one: "
+                "use text prompts or chat prompts, not both"
+            )
+        return True
+
+
+def inspect_upload(path: Path, filename: str, column_map: dict[str, str] | None) -> FileReport:
+    """Read a whole upload and check it is a prompt dataset GRPO can train on; raises UploadRefused."""
+    report = FileReport(file_format(filename))
+    check = _UploadCheck(report, column_map)
     try:
         for where, raw in _rows(path, report.format):
-            if len(problems) >= MAX_PROBLEMS:
+            # Stop at MAX_PROBLEMS: enough to fix at once, without reading on through a file that is wrong throughout.
+            if len(check.problems) >= MAX_PROBLEMS or not check.add_row(where, raw):
                 break
-            if not isinstance(raw, dict):
-                problem(f"{where}: a row must be an object with a 'prompt', not {type(raw).__name__}")
-                continue
-            row = renamed(raw, column_map)
-            report.rows += 1
-            if first_columns is None:
-                first_columns = (where, set(row))
-                report.columns = list(row)
-                if "prompt" not in row:
-                    others = ", ".join(row) or "none"
-                    guess = next((c for c in ("question", "query", "instruction", "input", "text") if c in row), None)
-                    hint = json.dumps({guess or "your_column": "prompt"})
-                    problem(
-                        f"there is no 'prompt' column (columns: {others}): upload again with column_map={hint}, "
-                        "or rename the column"
-                    )
-                    break
-            elif set(row) != first_columns[1]:
-                problem(
-                    f"{where}: columns {sorted(row)} differ from the {first_columns[0]} columns "
-                    f"{sorted(first_columns[1])}: every row needs the same columns"
-                )
-                continue
-            prompt_format = _prompt_format(row.get("prompt"))
-            if prompt_format is None:
-                problem(
-                    f"{where}: the prompt is empty or not a prompt (a string, or a list of chat messages "
-                    '[{"role": "user", "content": "..."}])'
-                )
-                continue
-            if first_format is None:
-                first_format = (where, prompt_format)
-                report.prompt_format = prompt_format
-            elif prompt_format != first_format[1]:
-                problem(
-                    f"{where}: a {prompt_format} prompt, where {first_format[0]} has a {first_format[1]} one: "
-                    "use text prompts or chat prompts, not both"
-                )
-            if len(report.sample) < SAMPLE_ROWS:
-                # Parquet holds values JSON has no type for (bytes, timestamps): shown as text.
-                report.sample.append(json.loads(json.dumps(json_safe(row), default=str)))
     except (ValueError, UnicodeDecodeError, OSError, csv.Error) as error:
-        problem(f"not valid {report.format.upper()}: {_first_error_line(error)}")
+        check.refuse(f"not valid {report.format.upper()}: {_first_error_line(error)}")
     except Exception as error:  # pyarrow's own errors, for a file that is not Parquet
-        problem(f"not valid {report.format.upper()}: {type(error).__name__}: {_first_error_line(error)}")
-    if not problems and report.rows == 0:
-        problem("the file has no rows")
-    if problems:
-        raise UploadRefused(problems)
+        check.refuse(f"not valid {report.format.upper()}: {type(error).__name__}: {_first_error_line(error)}")
+    if not check.problems and report.rows == 0:
+        check.refuse("the file has no rows")
+    if check.problems:
+        raise UploadRefused(check.problems)
     return report
 
 

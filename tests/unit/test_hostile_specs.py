@@ -157,6 +157,14 @@ def test_any_json_gets_problems_or_acceptance(payload: Any) -> None:
     verdict(payload)
 
 
+def test_a_top_level_field_named_like_pydantics_key_marker_is_an_unknown_field() -> None:
+    # Found by the test above: pydantic marks a bad dict key with "[key]" in the error's location, and a spec with
+    # a field of that name once read as a bad key of nothing (an IndexError: a 500).
+    with pytest.raises(SpecError) as refused:
+        parse_spec({**job_spec("tiny-model"), "[key]": None})
+    assert [problem.field for problem in refused.value.problems] == ["[key]"]
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
