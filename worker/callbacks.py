@@ -11,7 +11,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from shared.store.checkpoints import forget_checkpoints, record_checkpoint
 from shared.store.db import Database
-from worker.child import WorkerLink
+from worker.metrics import MetricsWriter
+from worker.protocol import WorkerLink
 
 
 def directory_size(path: Path) -> int:
@@ -72,13 +73,17 @@ class CheckpointCallback(TrainerCallback):
     The service rotates (`args.save_total_limit`), not the trainer: the trainer would delete old checkpoints before
     telling anyone, and a claim that lost its lease could delete the checkpoint the next claim resumes from. Here a
     claim deletes files only after the database has confirmed it still owns the job.
+
+    Before registering a checkpoint it stores the metrics `writer` holds: the run resumed from that checkpoint does
+    not log its steps again, so they must be in the database before anyone can resume from it.
     """
 
-    def __init__(self, database: Database, job_id: str, attempt: int, keep: int | None) -> None:
+    def __init__(self, database: Database, job_id: str, attempt: int, keep: int | None, writer: MetricsWriter) -> None:
         self.database = database
         self.job_id = job_id
         self.attempt = attempt
         self.keep = keep
+        self.writer = writer
         self.saved: list[tuple[int, Path]] = []
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
@@ -88,7 +93,9 @@ class CheckpointCallback(TrainerCallback):
         self.register(state.global_step, path)
 
     def register(self, step: int, path: Path) -> None:
-        """Record a checkpoint this claim saved (fenced), then delete its checkpoints beyond `keep`."""
+        """Store the metrics logged so far, record a checkpoint this claim saved (fenced), then delete its
+        checkpoints beyond `keep`."""
+        self.writer.flush()
         self.saved = [(s, p) for s, p in self.saved if s != step] + [(step, path)]
         retired = self.saved[: -self.keep] if self.keep else []
         with self.database.session() as session:

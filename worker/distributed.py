@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, Listener
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 import psutil
 
 from shared.spec.resources import Resources
-from worker.child import WorkerLink
+from worker.protocol import Outcome, StopRequest, WorkerLink, receive, to_wire
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 # How rank 0 finds its launcher: a Unix socket path and the key that authenticates the connection.
@@ -53,6 +54,7 @@ def is_main_rank() -> bool:
 
 
 def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for the ranks' rendezvous)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -108,7 +110,7 @@ def _forward_stack_requests(launcher: subprocess.Popen[bytes]) -> None:
     signal.signal(signal.SIGUSR1, forward)
 
 
-def run_ranks(command: list[str], link: WorkerLink, log_tail: Any) -> dict[str, Any]:
+def run_ranks(command: list[str], link: WorkerLink, log_tail: Callable[[], str]) -> Outcome:
     """Start the ranks, relay until they end, and return rank 0's outcome (or why there is none).
 
     `log_tail()` gives the end of the job's log, for a launch that ended without an outcome.
@@ -122,7 +124,7 @@ def run_ranks(command: list[str], link: WorkerLink, log_tail: Any) -> dict[str, 
     env = {**os.environ, RANK_LINK_ENV: path, RANK_AUTHKEY_ENV: key.hex()}
     launcher = subprocess.Popen(command, env=env)  # in this process group: a cancel's killpg reaches it
     _forward_stack_requests(launcher)
-    outcome: dict[str, Any] | None = None
+    outcome: Outcome | None = None
     stop_sent = False
     connect_deadline = time.monotonic() + CONNECT_SECONDS
     try:
@@ -131,7 +133,7 @@ def run_ranks(command: list[str], link: WorkerLink, log_tail: Any) -> dict[str, 
             connection = rank_zero[0] if rank_zero else None
             if connection is not None:
                 if link.stop_requested.is_set() and not stop_sent:
-                    connection.send({"cmd": "stop", "reason": link.stop_reason})
+                    connection.send(to_wire(StopRequest(link.stop_reason)))
                     stop_sent = True
                 with contextlib.suppress(EOFError, OSError):
                     # What has arrived, then back to the top: rank 0 reports every step, and a loop that waited
@@ -140,10 +142,10 @@ def run_ranks(command: list[str], link: WorkerLink, log_tail: Any) -> dict[str, 
                     relayed = 0
                     while waiting and (ended or relayed < MAX_RELAYED_AT_ONCE):  # once ended, all that is left
                         relayed += 1
-                        message = connection.recv()
-                        if message.get("type") == "outcome":
-                            outcome = {k: v for k, v in message.items() if k != "type"}
-                        else:
+                        message = receive(connection)
+                        if isinstance(message, Outcome):
+                            outcome = message
+                        elif message is not None:
                             link.send(message)  # progress: the stall watchdog's
                         waiting = connection.poll(0)
             elif time.monotonic() > connect_deadline:
@@ -164,14 +166,10 @@ def run_ranks(command: list[str], link: WorkerLink, log_tail: Any) -> dict[str, 
     return _no_outcome(f"the launcher exited with code {launcher.returncode}", log_tail())
 
 
-def _no_outcome(why: str, log_tail: str) -> dict[str, Any]:
-    return {
-        "succeeded": False,
-        "error": f"the job's training processes ended without a result ({why}); the end of train.log:\n{log_tail}",
-        "traceback": None,
-        "summary": {},
-        "stopped_at_step": None,
-    }
+def _no_outcome(why: str, log_tail: str) -> Outcome:
+    return Outcome.failed(
+        f"the job's training processes ended without a result ({why}); the end of train.log:\n{log_tail}"
+    )
 
 
 def connect_to_launcher() -> WorkerLink:

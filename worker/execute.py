@@ -29,7 +29,8 @@ from shared.store.db import Database
 from shared.store.events import add_event
 from shared.store.json_sql import json_safe
 from shared.store.models import Job
-from shared.store.states import JobStatus, claim, renew_lease, transition
+from shared.store.states import JobStatus, Lease, claim, renew_lease, transition
+from worker.protocol import Outcome
 from worker.training_process import TrainingProcess
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,6 @@ class WorkerContext:
     current_job: str | None = None
     # What it registered with (worker/devices.py): its GPUs are split between a job's training and its vLLM.
     devices: dict[str, Any] = field(default_factory=dict)
-
-
-def failure(error: str, traceback: str | None = None) -> dict[str, Any]:
-    """An outcome of a run that failed."""
-    return {"succeeded": False, "error": error, "traceback": traceback, "summary": {}, "stopped_at_step": None}
 
 
 def execute_job(context: WorkerContext, job_id: str) -> None:
@@ -109,7 +105,7 @@ def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
         # The worker itself is failing: end the child, and leave no job `running` for nobody.
         if process is not None:
             process.kill()
-        _finish(context.database, job_id, attempt, failure(f"the worker failed while training: {error!r}"))
+        _finish(context.database, job_id, attempt, Outcome.failed(f"the worker failed while training: {error!r}"))
         raise
 
 
@@ -145,16 +141,16 @@ def _supervise(context: WorkerContext, job_id: str, attempt: int, process: Train
                 context.database,
                 job_id,
                 attempt,
-                failure(_stall_message(settings.stall_seconds, process.last_step, where)),
+                Outcome.failed(_stall_message(settings.stall_seconds, process.last_step, where)),
             )
             return
-    if stop_reason is not None and outcome["stopped_at_step"] is not None:
-        _stop(context, job_id, attempt, stop_reason, step=outcome["stopped_at_step"], why="checkpoint saved")
+    if stop_reason is not None and outcome.stopped_at_step is not None:
+        _stop(context, job_id, attempt, stop_reason, step=outcome.stopped_at_step, why="checkpoint saved")
     else:
         _finish(context.database, job_id, attempt, outcome)
 
 
-def _renew(context: WorkerContext, job_id: str, attempt: int) -> Any:
+def _renew(context: WorkerContext, job_id: str, attempt: int) -> Lease | None:
     try:
         with context.database.session() as session:
             return renew_lease(session, job_id, attempt, context.settings.lease_seconds)
@@ -188,23 +184,10 @@ def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: 
         if reason == "handoff" and session.scalar(select(Job.requested_action).where(Job.id == job_id)) == "pause":
             reason = "pause"
         if reason == "pause":
-            moved = transition(
-                session,
-                job_id,
-                JobStatus.PAUSED,
-                attempt=attempt,
-                message=f"job paused {where}",
-                event_data={"step": step},
-            )
+            status, message = JobStatus.PAUSED, f"job paused {where}"
         else:
-            moved = transition(
-                session,
-                job_id,
-                JobStatus.QUEUED,
-                attempt=attempt,
-                message=f"worker {context.name} stopping: job handed back {where}",
-                event_data={"step": step},
-            )
+            status, message = JobStatus.QUEUED, f"worker {context.name} stopping: job handed back {where}"
+        moved = transition(session, job_id, status, attempt=attempt, message=message, event_data={"step": step})
     if moved and reason == "handoff":
         try:
             dispatch(context.database, context.celery, context.settings, job_id)
@@ -212,7 +195,7 @@ def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: 
             log.exception("job %s: handed back, but its message could not be sent (a sweep will)", job_id)
 
 
-def _finish(database: Database, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
+def _finish(database: Database, job_id: str, attempt: int, outcome: Outcome) -> None:
     """Record how the run ended, retrying while the database is unreachable."""
     for delay in (0, *FINISH_RETRY_DELAYS):
         time.sleep(delay)
@@ -222,7 +205,7 @@ def _finish(database: Database, job_id: str, attempt: int, outcome: dict[str, An
         except DataError as error:
             # The database refused the result itself: record the refusal as the job's failure instead.
             log.exception("job %s: the database refused its result", job_id)
-            outcome = failure(f"the job ended but its result could not be stored: {error.orig}")
+            outcome = Outcome.failed(f"the job ended but its result could not be stored: {error.orig}")
         except SQLAlchemyError:
             log.exception("job %s: could not record its end; retrying", job_id)
     log.error("job %s: gave up recording its end; its lease will expire and a sweep will requeue it", job_id)
@@ -236,26 +219,26 @@ def _shorten(error: str) -> str:
     return error[: MAX_ERROR_CHARS - len(ending)] + ending
 
 
-def _record_end(database: Database, job_id: str, attempt: int, outcome: dict[str, Any]) -> None:
+def _record_end(database: Database, job_id: str, attempt: int, outcome: Outcome) -> None:
     with database.session() as session:
-        if outcome["succeeded"]:
+        if outcome.succeeded:
             moved = transition(
                 session,
                 job_id,
                 JobStatus.SUCCEEDED,
                 attempt=attempt,
-                summary=json_safe(outcome["summary"]) or None,
+                summary=json_safe(outcome.summary) or None,
                 message="job succeeded",
             )
         else:
-            error = json_safe(_shorten(outcome["error"] or "training failed"))
+            error = json_safe(_shorten(outcome.error or "training failed"))
             moved = transition(
                 session, job_id, JobStatus.FAILED, attempt=attempt, error=error, message=f"job failed: {error}"
             )
             if moved:
-                add_event(session, job_id, "error", error, {"traceback": outcome.get("traceback")})
+                add_event(session, job_id, "error", error, {"traceback": outcome.traceback})
     if moved:
-        log.info("job %s %s", job_id, "succeeded" if outcome["succeeded"] else f"failed: {outcome['error']}")
+        log.info("job %s %s", job_id, "succeeded" if outcome.succeeded else f"failed: {outcome.error}")
         return
     # The claim lost the job while it ran (its writes were refused, so the child ended on its own).
     with database.session() as session:

@@ -108,8 +108,9 @@ class MetricsWriter:
     def flush(self) -> None:
         """Write everything logged so far now, and wait until it is stored; raises if it could not be.
 
-        Called before a checkpoint is registered: a claim that dies right after must not leave a checkpoint whose
-        steps' metrics were never stored, since the run resumed from it does not log those steps again.
+        Called before a checkpoint is registered (CheckpointCallback.register): a claim that dies right after must not
+        leave a checkpoint whose steps' metrics were never stored, since the run resumed from it does not log those
+        steps again.
         """
         with self._condition:
             self._flushing += 1
@@ -201,12 +202,6 @@ class MetricsCallback(TrainerCallback):
         if state.is_world_process_zero:
             with self.database.session() as session:
                 jobs.set_job_fields(session, self.job_id, self.attempt, total_steps=state.max_steps)
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        # Runs before CheckpointCallback.on_save registers the checkpoint (runner.py lists this callback first): the
-        # steps it covers are stored first, so that a run resumed from it has every step's metrics.
-        if state.is_world_process_zero:
-            self.writer.flush()
 
     def on_log(
         self,

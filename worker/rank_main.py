@@ -5,7 +5,6 @@ database."""
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import faulthandler
 import os
 import signal
@@ -34,6 +33,7 @@ def accept_indexed_cpu_locations() -> None:
 
 
 def main() -> None:
+    """Train this rank's share of the job named on the command line; rank 0 sends the outcome to the launcher."""
     # Die with the process that started this rank: launchers put ranks in sessions of their own, out of reach of
     # the process-group kill that ends a cancelled job.
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -57,7 +57,7 @@ def main() -> None:
     finally:
         database.dispose()
     if link is not None:
-        link.send({"type": "outcome", **dataclasses.asdict(outcome)})
+        link.send(outcome)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

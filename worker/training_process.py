@@ -17,10 +17,10 @@ import sysconfig
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 from shared.settings import Settings
 from worker.child import child_main
+from worker.protocol import Outcome, Progress, StopRequest, receive, to_wire
 
 PRELOAD = ["worker.runner"]
 _context = multiprocessing.get_context("forkserver")
@@ -88,7 +88,7 @@ class TrainingProcess:
         )
         self._process.start()
         child_end.close()
-        self._outcome: dict[str, Any] | None = None
+        self._outcome: Outcome | None = None
         self.last_step: int | None = None
         # When the run last showed life (a step, an evaluation batch, a save); None while it loads (downloads,
         # model loading), which the stall watchdog leaves alone.
@@ -96,9 +96,10 @@ class TrainingProcess:
 
     @property
     def pid(self) -> int | None:
+        """The child's process id (it leads its process group)."""
         return self._process.pid
 
-    def wait(self, timeout: float) -> dict[str, Any] | None:
+    def wait(self, timeout: float) -> Outcome | None:
         """Take the child's messages for up to `timeout` seconds; its outcome once it has ended, else None."""
         connection: Connection = self._connection
         deadline = time.monotonic() + timeout
@@ -109,35 +110,29 @@ class TrainingProcess:
                     self._outcome = self._died()
                 break
             try:
-                message = connection.recv()
+                message = receive(connection)
             except EOFError:
                 self._outcome = self._died()
                 break
-            if message.get("type") == "progress":
-                self.last_step, self.last_progress = message["step"], time.monotonic()
-            elif message.get("type") == "outcome":
-                self._outcome = {k: v for k, v in message.items() if k != "type"}
+            if isinstance(message, Progress):
+                self.last_step, self.last_progress = message.step, time.monotonic()
+            elif isinstance(message, Outcome):
+                self._outcome = message
         if self._outcome is not None:
             self._process.join(timeout=5)  # the child leaves right after its outcome (os._exit)
             connection.close()
         return self._outcome
 
-    def _died(self) -> dict[str, Any]:
+    def _died(self) -> Outcome:
         self._process.join(timeout=5)
         how = describe_exit(self._process.exitcode)
         hint = " (out of memory?)" if self._process.exitcode == -signal.SIGKILL else ""
-        return {
-            "succeeded": False,
-            "error": f"the training process ended without a result: {how}{hint}; see the job's train.log",
-            "traceback": None,
-            "summary": {},
-            "stopped_at_step": None,
-        }
+        return Outcome.failed(f"the training process ended without a result: {how}{hint}; see the job's train.log")
 
     def request_stop(self, reason: str) -> None:
         """Ask the child to save a checkpoint at the end of its current step and stop."""
         with contextlib.suppress(OSError):
-            self._connection.send({"cmd": "stop", "reason": reason})
+            self._connection.send(to_wire(StopRequest(reason)))
 
     def where_stuck(self) -> list[str]:
         """Have the child write its stack to its log (SIGUSR1) and read where its main thread is."""

@@ -446,7 +446,7 @@ def test_a_reward_that_never_returns_trips_the_stall_watchdog(tmp_path: Path, ti
         final = service.wait_finished(stuck["id"], timeout=60)
         assert final["status"] == "failed"
         assert final["error"].startswith("stalled: no training progress for 4 s (at step 0); stuck in ")
-        assert "_receive (sandbox.py:" in final["error"] and " <- forever (__init__.py:" in final["error"]
+        assert "_receive (client.py:" in final["error"] and " <- forever (rewards.py:" in final["error"]
         # The worker lives on.
         assert service.wait_finished(service.submit(job_spec(tiny_model))["id"])["status"] == "succeeded"
     finally:

@@ -8,12 +8,13 @@ from shared.store import jobs
 from shared.store.db import Database
 from shared.store.reads import read_events
 from tests.store import running_job
-from worker.execute import _finish, failure
+from worker.execute import _finish
+from worker.protocol import Outcome
 
 
 def test_a_summary_with_nan_is_stored_with_null(database: Database) -> None:
     job_id, attempt = running_job(database)
-    _finish(database, job_id, attempt, {"succeeded": True, "summary": {"train_loss": float("nan"), "x": [1.0]}})
+    _finish(database, job_id, attempt, Outcome(True, summary={"train_loss": float("nan"), "x": [1.0]}))
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None
@@ -22,7 +23,7 @@ def test_a_summary_with_nan_is_stored_with_null(database: Database) -> None:
 
 def test_an_error_with_nul_characters_is_stored_without_them(database: Database) -> None:
     job_id, attempt = running_job(database)
-    _finish(database, job_id, attempt, failure("bad \x00byte", "Traceback \x00(most recent call last)"))
+    _finish(database, job_id, attempt, Outcome.failed("bad \x00byte", "Traceback \x00(most recent call last)"))
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None and (job.status, job.error) == ("failed", "bad byte")
@@ -34,7 +35,7 @@ def test_an_error_with_nul_characters_is_stored_without_them(database: Database)
 
 def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Database) -> None:
     job_id, attempt = running_job(database)
-    _finish(database, job_id, attempt + 1, failure("from a stale claim"))
+    _finish(database, job_id, attempt + 1, Outcome.failed("from a stale claim"))
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None and (job.status, job.error) == ("running", None)
@@ -43,7 +44,7 @@ def test_a_result_for_a_claim_that_lost_the_job_is_not_recorded(database: Databa
 def test_an_error_with_undecodable_characters_is_stored(database: Database) -> None:
     # A file name that was not valid UTF-8 reaches Python as lone surrogates, which no database text holds.
     job_id, attempt = running_job(database)
-    _finish(database, job_id, attempt, failure("loading train_dataset: no such file: caf\udce9.jsonl"))
+    _finish(database, job_id, attempt, Outcome.failed("loading train_dataset: no such file: caf\udce9.jsonl"))
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None
@@ -52,7 +53,7 @@ def test_an_error_with_undecodable_characters_is_stored(database: Database) -> N
 
 def test_a_very_long_error_is_cut_short_for_people(database: Database) -> None:
     job_id, attempt = running_job(database)
-    _finish(database, job_id, attempt, failure("x" * 100_000, "Traceback: " + "x" * 100_000))
+    _finish(database, job_id, attempt, Outcome.failed("x" * 100_000, "Traceback: " + "x" * 100_000))
     with database.session() as session:
         job = jobs.get_job(session, job_id)
         assert job is not None and job.error is not None

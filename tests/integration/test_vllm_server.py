@@ -34,7 +34,7 @@ from shared.store.states import claim
 from tests.specs import job_spec
 from tests.store import new_job
 from worker import runner, vllm_server
-from worker.child import WorkerLink
+from worker.protocol import WorkerLink
 from worker.training_process import TrainingProcess, start_forkserver
 from worker.vllm_server import EVENT_INTERVAL_SECONDS, VllmServer, VllmServerFailed, start_for_job, trainer_arguments
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from shared.settings import Settings
-from worker.runner import TrainingFailed, choose_precision
+from worker.config import choose_precision
+from worker.failures import TrainingFailed
 
 
 def test_a_cpu_worker_trains_in_fp32_unless_told_otherwise() -> None:

@@ -17,7 +17,7 @@ from shared.settings import Settings
 from shared.spec.job import JobSpec
 from tests.specs import job_spec
 from worker import vllm_server
-from worker.runner import build_config
+from worker.config import build_config
 from worker.vllm_server import (
     SERVER_GPU_MEMORY_UTILIZATION,
     VllmServerFailed,
