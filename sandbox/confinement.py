@@ -7,9 +7,11 @@ the process they bind:
   libraries, writable only in the scratch directory, and nothing can be executed; from ABI 4, no TCP connect or
   bind; from ABI 6, no signals to, and no abstract Unix sockets of, processes outside the sandbox. A Landlock
   domain also forbids ptrace of any process outside it.
-- seccomp (libseccomp, through pyseccomp): no socket but AF_UNIX (asyncio's self-pipe), no execve, no new
-  processes (threads only), no ptrace or reading another process's memory, no io_uring (whose operations would
-  bypass the socket rule).
+- seccomp (libseccomp, through pyseccomp): no new sockets at all, only connected pairs of local ones (socketpair,
+  asyncio's self-pipe), and no connect, bind or listen: Landlock (to ABI 7) does not govern connecting to a
+  pathname Unix socket, so without this a reward could reach any listener on the worker (PostgreSQL's socket, a
+  Docker socket). Also no execve, no new processes (threads only), no ptrace or reading another process's
+  memory, no io_uring (whose operations would bypass the socket rules).
 Each layer is applied where the kernel offers it; `Confinement` says what was, so that a job's events and the
 preview can tell a user, and an operator can require it (GRPO_REWARD_REQUIRE_KERNEL_SANDBOX).
 """
@@ -164,7 +166,8 @@ def apply_landlock(scratch: str, readable: list[str], confinement: Confinement) 
 
 
 def apply_seccomp(confinement: Confinement) -> None:
-    """A seccomp filter: AF_UNIX sockets only, no exec, no ptrace or cross-process memory access, no io_uring."""
+    """A seccomp filter: socket pairs only (no socket, connect, bind or listen), no exec, no ptrace or cross-process
+    memory access, no io_uring."""
     try:
         import pyseccomp
     except (ImportError, RuntimeError) as error:  # pyseccomp raises RuntimeError when libseccomp is missing
@@ -172,7 +175,11 @@ def apply_seccomp(confinement: Confinement) -> None:
         return
     refused = pyseccomp.ERRNO(errno.EPERM)
     rules = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
-    rules.add_rule(pyseccomp.ERRNO(errno.EACCES), "socket", pyseccomp.Arg(0, pyseccomp.NE, socket.AF_UNIX))
+    no_network = pyseccomp.ERRNO(errno.EACCES)
+    # A socket pair is connected from birth and reaches nothing outside the process; every other socket could.
+    for name in ("socket", "connect", "bind", "listen"):
+        rules.add_rule(no_network, name)
+    rules.add_rule(no_network, "socketpair", pyseccomp.Arg(0, pyseccomp.NE, socket.AF_UNIX))
     for name in ("execve", "execveat", "fork", "vfork", "ptrace", "process_vm_readv", "process_vm_writev"):
         rules.add_rule(refused, name)
     # Threads yes, processes no: a forked process would outlive the sandbox being killed at its time limit.
@@ -181,7 +188,10 @@ def apply_seccomp(confinement: Confinement) -> None:
     for name in ("clone3", "io_uring_setup", "io_uring_enter", "io_uring_register"):
         rules.add_rule(pyseccomp.ERRNO(errno.ENOSYS), name)
     rules.load()
-    confinement.enforced.append("seccomp: no sockets but AF_UNIX, no exec or new processes, no ptrace, no io_uring")
+    confinement.enforced.append(
+        "seccomp: no sockets but local socket pairs (no connect, bind or listen), no exec or new processes, "
+        "no ptrace, no io_uring"
+    )
 
 
 def confine(scratch: str, package_dirs: list[str]) -> Confinement:

@@ -10,23 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.client import RewardCallFailed, Sandbox, SandboxLimits
-
-# Neutralises every check of `sandbox_server.install_audit_hook` by changing the globals it reads (they live in the
-# sandbox's own `__main__`, which a reward can reach): what is left is the kernel.
-HOOK_OFF = """
-import sys, types, socket as real_socket
-def switch_the_audit_hook_off():
-    server = sys.modules["__main__"]
-    server.FORBIDDEN_EVENTS.clear()
-    server.FILE_EVENTS.clear()
-    server._inside = lambda *args: True
-    server.isinstance = lambda *args: True
-    server.socket = types.SimpleNamespace(AF_UNIX=real_socket.AF_INET)
-
-def give_the_server_its_isinstance_back():  # it checks the rewards with it
-    del sys.modules["__main__"].isinstance
-"""
+from sandbox.client import RewardCallFailed
+from tests.sandboxing import HOOK_OFF, confined_sandbox
 
 ATTEMPTS = """
 import ctypes, os, socket
@@ -69,11 +54,6 @@ def listeners() -> Iterator[tuple[socket.socket, socket.socket]]:
     udp.close()
 
 
-def _sandbox(source: str, scratch: Path, **limits: object) -> Sandbox:
-    entry = {"name": "escape", "path": "reward_funcs[0]", "function": "escape", "source": source}
-    return Sandbox([entry], scratch, SandboxLimits(30, 1024, **limits))  # type: ignore[arg-type]
-
-
 def test_with_the_audit_hook_switched_off_the_kernel_still_refuses_files_network_and_processes(
     tmp_path: Path, listeners: tuple[socket.socket, socket.socket]
 ) -> None:
@@ -86,7 +66,7 @@ def test_with_the_audit_hook_switched_off_the_kernel_still_refuses_files_network
         f"SECRET = {str(secret)!r}\nOUTSIDE_WRITE = {str(outside)!r}\n"
         f"TCP_PORT = {tcp.getsockname()[1]}\nUDP_PORT = {udp.getsockname()[1]}\n"
     )
-    sandbox = _sandbox(constants + HOOK_OFF + ATTEMPTS, tmp_path / "scratch")
+    sandbox = confined_sandbox(constants + HOOK_OFF + ATTEMPTS, tmp_path / "scratch")
     sandbox.start()
     try:
         result = sandbox.call("escape", {"completions": ["a"], "prompts": [None]})
@@ -116,7 +96,7 @@ def test_with_the_audit_hook_switched_off_the_kernel_still_refuses_files_network
 
 
 def test_the_sandbox_reports_what_the_kernel_enforces(tmp_path: Path) -> None:
-    sandbox = _sandbox("def escape(completions, **kwargs):\n    return [1.0 for _ in completions]\n", tmp_path)
+    sandbox = confined_sandbox("def escape(completions, **kwargs):\n    return [1.0 for _ in completions]\n", tmp_path)
     sandbox.start()
     sandbox.close()
     confinement = sandbox.confinement
@@ -129,7 +109,7 @@ def test_the_sandbox_reports_what_the_kernel_enforces(tmp_path: Path) -> None:
 
 
 def test_requiring_the_kernel_sandbox_runs_rewards_where_the_kernel_offers_it(tmp_path: Path) -> None:
-    sandbox = _sandbox(
+    sandbox = confined_sandbox(
         "def escape(completions, **kwargs):\n    return [2.0 for _ in completions]\n", tmp_path, require_kernel=True
     )
     sandbox.start()
@@ -149,7 +129,7 @@ def test_threads_and_native_imports_still_work_inside(tmp_path: Path) -> None:
         "    worker.start(); worker.join()\n"
         "    return [box[0] + float(decimal.Decimal('0.5')) for _ in completions]\n"
     )
-    sandbox = _sandbox(source, tmp_path)
+    sandbox = confined_sandbox(source, tmp_path)
     sandbox.start()
     try:
         assert sandbox.call("escape", {"completions": ["a"], "prompts": [None]}).rewards == [3.5]
@@ -166,7 +146,7 @@ def test_a_reward_that_forks_gets_an_error_not_a_stray_process(tmp_path: Path) -
         "    os.fork()\n"
         "    return [0.0 for _ in completions]\n"
     )
-    sandbox = _sandbox(source, tmp_path)
+    sandbox = confined_sandbox(source, tmp_path)
     sandbox.start()
     try:
         with pytest.raises(RewardCallFailed, match="PermissionError"):
