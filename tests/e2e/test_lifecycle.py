@@ -212,17 +212,19 @@ def test_a_stopped_worker_saves_a_checkpoint_and_another_worker_finishes_the_job
     production_service: Service, tiny_model: Path
 ) -> None:
     service = production_service
-    job = service.submit(slow_job(tiny_model, steps=40))  # no periodic checkpoint: the stop makes one
-    service.wait_until(job["id"], lambda j: (j["latest_step"] or 0) >= 3)
+    # The second worker is ready before the job starts: started after, on a busy machine it could take longer to
+    # come up than the first takes to finish the whole job, and nothing would be handed over.
     service.start_worker("worker-2")
-    first = next(p for p in service.processes if p.log_path.name == "worker.log")
+    job = service.submit(slow_job(tiny_model, steps=40))  # no periodic checkpoint: the stop makes one
+    running = service.wait_until(job["id"], lambda j: (j["latest_step"] or 0) >= 3)
+    first = worker_named(service, running["worker"])
     first.process.send_signal(signal.SIGTERM)  # a `docker compose` scale-down
     assert first.process.wait(timeout=30) == 0
 
     final = service.wait_finished(job["id"], timeout=120)
     assert final["status"] == "succeeded", final["error"]
     assert (final["attempt"], final["lost_attempts"]) == (2, 0)
-    assert final["worker"] != job["worker"] and "worker-" in final["worker"]
+    assert final["worker"] != running["worker"] and "worker-" in final["worker"]
     assert steps_of(service, job["id"]) == list(range(1, 41))
     messages = event_messages(service, job["id"])
     handed_back = [m for m in messages if "stopping: job handed back at step" in m]
