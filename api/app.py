@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import KeyFirst
 from api.deps import Services
 from api.errors import install_error_handlers
-from api.routes import checkpoints, dashboard, files, health, jobs, operators, rewards, stream, watching
+from api.hosts import AllowedHosts
+from api.routes import access, checkpoints, dashboard, files, health, jobs, operators, rewards, stream, watching
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
 from shared.store.db import Database
@@ -30,6 +32,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings=settings, database=Database.from_settings(settings), celery=make_celery(settings)
     )
     install_error_handlers(app)
+    # Added last, run first: the Host check, then the key, then the route.
+    app.add_middleware(KeyFirst)
+    app.add_middleware(AllowedHosts, allowed=settings.allowed_hosts)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(checkpoints.router)
@@ -38,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(rewards.router)
     app.include_router(operators.router)
+    app.include_router(access.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

@@ -17,19 +17,28 @@ from shared.spec.problems import Problem, SpecError
 class ApiError(Exception):
     """An answer other than success, with a message that says what to do."""
 
-    def __init__(self, status: int, type_: str, message: str, problems: list[Problem] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        type_: str,
+        message: str,
+        problems: list[Problem] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
         self.message = message
         self.problems = problems or []
+        self.headers = headers
 
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} does not exist")
 
 
-def _response(error: ApiError) -> JSONResponse:
+def error_response(error: ApiError) -> JSONResponse:
+    """The answer for `error`, in the one error shape."""
     body = ErrorBody(
         error=ErrorDetail(
             type=error.type,
@@ -37,7 +46,7 @@ def _response(error: ApiError) -> JSONResponse:
             errors=[FieldError(field=p.field, message=p.message) for p in error.problems],
         )
     )
-    return JSONResponse(body.model_dump(), status_code=error.status)
+    return JSONResponse(body.model_dump(), status_code=error.status, headers=error.headers)
 
 
 def _invalid_spec(problems: list[Problem]) -> ApiError:
@@ -57,11 +66,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, error: ApiError) -> JSONResponse:
-        return _response(error)
+        return error_response(error)
 
     @app.exception_handler(SpecError)
     async def _spec_error(_request: Request, error: SpecError) -> JSONResponse:
-        return _response(_invalid_spec(error.problems))
+        return error_response(_invalid_spec(error.problems))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -69,10 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
         json_errors = [item for item in items if item.get("type") == "json_invalid"]
         if json_errors:
             detail = json_errors[0].get("ctx", {}).get("error", "")
-            return _response(ApiError(422, "invalid_json", f"the request body is not valid JSON: {detail}"))
-        return _response(_invalid_spec(problems_from_errors(items)))
+            return error_response(ApiError(422, "invalid_json", f"the request body is not valid JSON: {detail}"))
+        return error_response(_invalid_spec(problems_from_errors(items)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return _response(ApiError(error.status_code, kind, str(error.detail)))
+        return error_response(ApiError(error.status_code, kind, str(error.detail)))

@@ -22,9 +22,12 @@ WRK_SCRIPT = Path(__file__).with_name("wrk_report.lua")
 CONCURRENCIES = (8, 16)
 
 
-def wrk(url: str, seconds: int, connections: int, paths: Path | None = None) -> dict[str, Any]:
-    """One wrk run; its JSON report line, with requests per second and milliseconds."""
+def wrk(url: str, seconds: int, connections: int, paths: Path | None = None, key: str | None = None) -> dict[str, Any]:
+    """One wrk run (sending `key` as a bearer token when given); its JSON report line, with requests per second
+    and milliseconds."""
     env = {"PATHS": str(paths)} if paths else {}
+    if key:
+        env["AUTH"] = f"Bearer {key}"
     result = subprocess.run(
         [ensure_wrk(), "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(WRK_SCRIPT), url],
         capture_output=True,
@@ -98,15 +101,17 @@ def measure(work: Path, jobs: int, points_per_job: int, seconds: int) -> dict[st
                     for _ in range(5000)
                 ],
             )
-            wrk(service.url + "/", 2, 16, metrics)  # warm the connection pools; not measured
+            # A member's key: its requests take the scoped path (the job's project checked on every page).
+            key = service.make_key("default", "member")
+            wrk(service.url + "/", 2, 16, metrics, key)  # warm the connection pools; not measured
             memory = PeakMemory(api.process.pid)
             results: dict[str, Any] = {"jobs": jobs, "metric_points": jobs * points_per_job}
             for connections in CONCURRENCIES:
                 floor = wrk(service.url + "/healthz", seconds, connections)
                 rows = {
                     "healthz": floor,
-                    "metrics_page_100": wrk(service.url + "/", seconds, connections, metrics),
-                    "job_list_page_20": wrk(service.url + "/", seconds, connections, listing),
+                    "metrics_page_100": wrk(service.url + "/", seconds, connections, metrics, key),
+                    "job_list_page_20": wrk(service.url + "/", seconds, connections, listing, key),
                 }
                 for name in ("metrics_page_100", "job_list_page_20"):
                     rows[name]["throughput_ratio_to_healthz"] = round(
@@ -114,9 +119,41 @@ def measure(work: Path, jobs: int, points_per_job: int, seconds: int) -> dict[st
                     )
                 results[f"c{connections}"] = rows
             results["api_rss_mib"] = {"idle": round(idle_rss, 1), "peak_under_load": memory.stop()}
+            results["auth"] = auth_cost(work, database_url, service, metrics, key, seconds)
             return results
         finally:
             service.stop()
+
+
+def auth_cost(
+    work: Path, database_url: str, keyed: Service, paths: Path, key: str, seconds: int, connections: int = 8
+) -> dict[str, Any]:
+    """The polling endpoint with the key check (a member's key: scoped reads) beside the same API run open
+    (GRPO_AUTH=off) on the same database, in turns, so that drift on a shared machine hits both alike."""
+    open_api = Service(
+        base_env(work / "data-open", database_url=database_url, broker_url=redis_url(), auth="off"), work
+    )
+    try:
+        open_api.start_api("serve")
+        wrk(open_api.url + "/", 2, connections, paths)  # warm up; not measured
+        turns = [
+            (
+                wrk(open_api.url + "/", seconds, connections, paths),
+                wrk(keyed.url + "/", seconds, connections, paths, key),
+            )
+            for _ in range(2)
+        ]
+    finally:
+        open_api.stop()
+    off = sum(o["requests_per_s"] for o, _ in turns) / len(turns)
+    on = sum(k["requests_per_s"] for _, k in turns) / len(turns)
+    return {
+        "connections": connections,
+        "auth_off_requests_per_s": round(off, 1),
+        "auth_on_requests_per_s": round(on, 1),
+        "throughput_ratio_on_to_off": round(on / off, 3),
+        "errors": sum(o["errors"] + k["errors"] for o, k in turns),
+    }
 
 
 def run(sizes: Sizes, work: Path) -> dict[str, Any]:

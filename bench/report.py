@@ -142,6 +142,17 @@ def _api(section: dict[str, Any]) -> list[Row]:
                 ratio >= 0.8,
             )
         )
+    auth = section["large"]["auth"]
+    rows.append(
+        (
+            f"4. metrics page of 100 with the key check (a member's key), {auth['connections']} connections",
+            f"{auth['auth_on_requests_per_s']:,.0f} req/s",
+            f"the same API open (GRPO_AUTH=off) {auth['auth_off_requests_per_s']:,.0f} req/s",
+            f"x{auth['throughput_ratio_on_to_off']}",
+            "the key check costs < 5% (>= x0.95)",
+            auth["throughput_ratio_on_to_off"] >= 0.95 and auth["errors"] == 0,
+        )
+    )
     memory = section["large"]["api_rss_mib"]
     rows.append(
         (

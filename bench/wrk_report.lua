@@ -1,10 +1,13 @@
 -- wrk script: requests rotate through the paths listed one per line in the file named by $PATHS (or the URL's
--- own path when unset); at the end one JSON line reports throughput, latency percentiles and errors.
+-- own path when unset), with $AUTH as the Authorization header when set; at the end one JSON line reports throughput, latency percentiles and errors.
 local paths = {}
 local file = os.getenv("PATHS")
 if file then
   for line in io.lines(file) do paths[#paths + 1] = line end
 end
+-- $AUTH, when set, is sent as the Authorization header of every request (the API's key check is measured too).
+local auth = os.getenv("AUTH")
+if auth then wrk.headers["Authorization"] = auth end
 local i = 0
 request = function()
   if #paths == 0 then return wrk.format("GET") end

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from shared.settings import Settings
+
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 
 
@@ -45,11 +47,22 @@ def _check(response: httpx.Response) -> Any:
     raise ApiRefused(response.status_code, message, errors)
 
 
+def key_for(settings: Settings) -> str | None:
+    """The key the command line sends: GRPO_API_KEY, else the one `grpo up` wrote to its data dir."""
+    if settings.api_key:
+        return settings.api_key
+    try:
+        return settings.api_key_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Client:
     """The API at `base_url`."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout)
+    def __init__(self, base_url: str, timeout: float = 30.0, key: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self.http.close()

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.console import Console
 
-from cli.client import ApiRefused, Client
+from cli.client import ApiRefused, Client, key_for
 from cli.display import print_progress
 from shared.settings import Settings
 
@@ -109,7 +109,7 @@ def run_demo(settings: Settings, console: Console, *, port: int, steps: int) -> 
     log_path = settings.data_dir / "demo-service.log"
     console.print(f"starting the embedded service on port {port} (log: {log_path}) ...", highlight=False)
     with embedded_service(settings, port, log_path) as url:
-        client = Client(url)
+        client = Client(url, key=key_for(settings))
         try:
             job = client.submit(demo_spec(model_dir, steps))
         except ApiRefused as error:

@@ -14,7 +14,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from cli.client import ApiRefused, Client
+from cli.access import ensure_local_key, keys, projects, require_a_key
+from cli.client import ApiRefused, Client, key_for
+from cli.database import err_console, fail, prepare_database
 from cli.display import print_progress
 from shared.settings import Settings, load_settings
 
@@ -25,37 +27,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+app.add_typer(projects, name="projects")
+app.add_typer(keys, name="keys")
 
 PortOption = Annotated[int, typer.Option(help="Port the API listens on.")]
 HostOption = Annotated[str, typer.Option(help="Address the API binds to.")]
 UrlOption = Annotated[str | None, typer.Option("--url", help="API address (default: GRPO_API_URL).")]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code)
-
-
-def _prepare_database(settings: Settings) -> None:
-    """Migrate the embedded database on the fly; refuse to start on an unmigrated or unreachable production one."""
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import DBAPIError
-
-    from shared.store.db import SchemaNotReady, migrate, require_schema
-
-    if settings.database_url is None:
-        settings.ensure_data_dir()
-        migrate(settings.effective_database_url)
-        return
-    try:
-        require_schema(settings.effective_database_url)
-    except SchemaNotReady as error:
-        raise _fail(str(error)) from None
-    except DBAPIError as error:  # unreachable, refused, or a SQLite file whose folder does not exist
-        where = make_url(settings.effective_database_url).render_as_string(hide_password=True)
-        reason = f"{type(error.orig).__name__}: {error.orig}" if error.orig is not None else str(error)
-        raise _fail(f"cannot open the database at {where} (GRPO_DATABASE_URL): {reason.strip()}") from None
 
 
 def _serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
@@ -102,16 +79,25 @@ def _stop(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
 def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
     """The API and one worker in the foreground, on the embedded default (no Postgres or Redis needed)."""
     settings = load_settings()
-    _prepare_database(settings)
+    prepare_database(settings)
     if settings.device == "auto" and _probe_device() == "cpu":
         # The API and the worker share this machine: let the API refuse bf16/fp16 specs at submit time.
         os.environ["GRPO_DEVICE"] = "cpu"
         console.print("no CUDA GPU here: jobs train on the CPU (GRPO_DEVICE=cpu)", highlight=False)
+    if not {"GRPO_PATHS", "GRPO_MODEL_ROOTS", "GRPO_DATASET_ROOTS"} & os.environ.keys():
+        # One user on their own machine: the paths in their specs are their own files, wherever they keep them.
+        os.environ["GRPO_PATHS"] = "anywhere"
+        console.print("specs may name local paths anywhere on this machine (GRPO_PATHS=anywhere)", highlight=False)
     console.print(
         f"data dir {settings.data_dir}; database {settings.effective_database_url}; "
         f"broker {settings.effective_broker_url}",
         highlight=False,
     )
+    key = ensure_local_key(settings)
+    where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    # Plain lines, never wrapped: the link must stay whole to be clicked or copied.
+    typer.echo(f"dashboard (this link signs you in): http://{where}:{port}/login?key={key}")
+    typer.echo(f"API key for `grpo submit` and the API: {settings.api_key_file} (Authorization: Bearer <key>)")
     # uvicorn re-raises a SIGTERM it handled once it has shut down; turned into SystemExit here, it lets the
     # `finally` below stop the worker instead of killing this process on the spot and orphaning the worker.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -131,7 +117,8 @@ def serve(
 ) -> None:
     """The API alone (production: several can run behind a load balancer)."""
     settings = load_settings()
-    _prepare_database(settings)
+    prepare_database(settings)
+    require_a_key(settings)
     _serve(settings, host, port, workers)
 
 
@@ -139,7 +126,7 @@ def serve(
 def worker(loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO") -> None:
     """A worker alone: takes one job at a time from the queue and trains it in a child process."""
     settings = load_settings()
-    _prepare_database(settings)
+    prepare_database(settings)
     from worker.app import run_worker
 
     run_worker(settings, loglevel=loglevel)
@@ -173,7 +160,7 @@ def _read_spec(path: Path) -> Any:
     try:
         return yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise _fail(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {error}") from None
+        raise fail(f"{path} is not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {error}") from None
 
 
 def _print_refusal(error: ApiRefused) -> None:
@@ -213,7 +200,8 @@ def submit(
     watch: Annotated[bool, typer.Option(help="Follow the job's metrics until it ends.")] = False,
 ) -> None:
     """Submit a job spec; prints the job id (and, with --watch, the metrics as they come)."""
-    client = Client(url or load_settings().api_url)
+    settings = load_settings()
+    client = Client(url or settings.api_url, key=key_for(settings))
     try:
         job = client.submit(_read_spec(spec_file))
     except ApiRefused as error:
@@ -230,11 +218,12 @@ def watch(job_id: str, url: UrlOption = None) -> None:
     """Follow a job until it ends: in a terminal, a live view (progress and ETA, the latest metrics, a reward
     sparkline, the newest sample); elsewhere a row per step (step, reward, reward_std, kl, completion length, loss).
     Exits 0 when the job succeeded, 1 when it failed, 3 when it was cancelled."""
-    client = Client(url or load_settings().api_url)
+    settings = load_settings()
+    client = Client(url or settings.api_url, key=key_for(settings))
     try:
         final = _watch(client, job_id)
     except ApiRefused as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     raise typer.Exit(EXIT_CODES[final["status"]])
 
 
@@ -250,11 +239,12 @@ def list_jobs(
     """List the newest jobs: id, name, status, step, latest reward, age."""
     from rich.table import Table
 
-    client = Client(url or load_settings().api_url)
+    settings = load_settings()
+    client = Client(url or settings.api_url, key=key_for(settings))
     try:
         found = client.jobs(limit=limit, status=status, metadata=metadata)
     except ApiRefused as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     table = Table("id", "name", "status", "step", "reward", "created", box=None, header_style="bold")
     for job in found:
         step = "" if job["latest_step"] is None else str(job["latest_step"])
@@ -275,11 +265,12 @@ def list_jobs(
 @app.command()
 def events(job_id: str, url: UrlOption = None) -> None:
     """Print a job's timeline: state changes, attempts, resumes, errors (with their tracebacks) and worker notes."""
-    client = Client(url or load_settings().api_url)
+    settings = load_settings()
+    client = Client(url or settings.api_url, key=key_for(settings))
     try:
         timeline = client.events(job_id)
     except ApiRefused as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     from rich.text import Text
 
     for event in timeline:
@@ -293,11 +284,12 @@ def events(job_id: str, url: UrlOption = None) -> None:
 
 
 def _act(job_id: str, action: str, url: str | None) -> None:
-    client = Client(url or load_settings().api_url)
+    settings = load_settings()
+    client = Client(url or settings.api_url, key=key_for(settings))
     try:
         job = client.act(job_id, action)
     except ApiRefused as error:
-        raise _fail(str(error), 2 if error.status == 409 else 1) from None
+        raise fail(str(error), 2 if error.status == 409 else 1) from None
     pending = f" ({job['requested_action']} requested)" if job.get("requested_action") else ""
     console.print(f"{job['id']} is {job['status']}{pending}", highlight=False)
 

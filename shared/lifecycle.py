@@ -7,22 +7,38 @@ request means, and refuses, with a reason, the requests a job's status does not 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.access.projects import DEFAULT_PROJECT
 from shared.queue import dispatch
 from shared.settings import Settings
 from shared.spec.job import JobSpec, check_files, file_ids
 from shared.spec.problems import SpecError
 from shared.store import files, jobs, workers
 from shared.store.db import Database
-from shared.store.events import add_event
+from shared.store.events import add_event, by_key
 from shared.store.models import Job
 from shared.store.states import TERMINAL, JobStatus, request_action, transition
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: the project a new job goes to, the key (by prefix) that events name, and the project whose jobs
+    the actor may touch (None: every project, for an admin)."""
+
+    project: str
+    key_prefix: str | None = None
+    scope: str | None = None
+
+
+# Callers that act for nobody in particular (the service itself, its tests of the store): the default project.
+DEFAULT_ACTOR = Actor(DEFAULT_PROJECT)
 
 
 class BrokerUnavailable(RuntimeError):
@@ -47,9 +63,15 @@ def _replay(job: Job, spec: JobSpec) -> Job:
 
 
 def submit_job(
-    database: Database, celery_app: Celery, settings: Settings, spec: JobSpec, idempotency_key: str | None = None
+    database: Database,
+    celery_app: Celery,
+    settings: Settings,
+    spec: JobSpec,
+    idempotency_key: str | None = None,
+    actor: Actor = DEFAULT_ACTOR,
 ) -> tuple[Job, bool]:
-    """Store a validated spec as a queued job and send it to the workers; returns (job, replayed).
+    """Store a validated spec as a queued job of the actor's project and send it to the workers; returns (job,
+    replayed). The spec may name only files of that project.
 
     With an Idempotency-Key, the same key and spec return the job first submitted with them (replayed=True);
     the same key with another spec raises IdempotencyConflict. The row is committed before the message is sent, so
@@ -58,21 +80,22 @@ def submit_job(
     """
     if idempotency_key is not None:
         with database.session() as session:
-            existing = jobs.job_by_idempotency_key(session, idempotency_key)
+            existing = jobs.job_by_idempotency_key(session, idempotency_key, actor.project)
         if existing is not None:
             return _replay(existing, spec), True
     try:
         with database.session() as session:
             # The files it names are share-locked until the job is stored: a delete waits, then sees the job.
-            problems = check_files(spec, files.file_columns(session, file_ids(spec), lock=True))
+            columns = files.file_columns(session, file_ids(spec), lock=True, project=actor.project)
+            problems = check_files(spec, columns)
             if problems:
                 raise SpecError(problems)
-            job = jobs.create_job(session, spec, idempotency_key)
+            job = jobs.create_job(session, spec, idempotency_key, actor.project, actor.key_prefix)
             _explain_if_unholdable(session, settings, job)
     except IntegrityError:
         # A concurrent request with the same key stored its job first.
         with database.session() as session:
-            existing = jobs.job_by_idempotency_key(session, idempotency_key or "")
+            existing = jobs.job_by_idempotency_key(session, idempotency_key or "", actor.project)
         if existing is None:
             raise
         return _replay(existing, spec), True
@@ -111,29 +134,37 @@ def _explain_if_unholdable(session: Session, settings: Settings, job: Job) -> No
     add_event(session, job.id, "info", f"waiting: {reason}", {"gpus_needed": needed, "largest_worker": largest})
 
 
-def _current(database: Database, job_id: str) -> Job:
+def _current(database: Database, job_id: str, actor: Actor) -> Job:
+    """The job as the actor may see it; LookupError for one that is not there or not the actor's to see."""
     with database.session() as session:
-        job = jobs.get_job(session, job_id)
+        job = jobs.get_job(session, job_id, actor.scope)
     if job is None:
         raise LookupError(job_id)
     return job
 
 
-def cancel_job(database: Database, job_id: str) -> None:
+def cancel_job(database: Database, job_id: str, actor: Actor = DEFAULT_ACTOR) -> None:
     """Cancel a job that has not ended; a running one's worker ends its training process within a heartbeat."""
-    job = _current(database, job_id)
+    job = _current(database, job_id, actor)
     if job.status in TERMINAL:
         raise ActionRefused(f"job {job_id} is already {job.status}: there is nothing to cancel")
     note = "; its worker stops the training process" if job.status == JobStatus.RUNNING else ""
     with database.session() as session:
-        if transition(session, job_id, JobStatus.CANCELLED, message=f"job cancelled by a user{note}"):
+        if transition(
+            session,
+            job_id,
+            JobStatus.CANCELLED,
+            message=f"job cancelled by a user{note}",
+            event_data=by_key(actor.key_prefix),
+        ):
             return
-    raise ActionRefused(f"job {job_id} ended before it could be cancelled: it is {_current(database, job_id).status}")
+    status = _current(database, job_id, actor).status
+    raise ActionRefused(f"job {job_id} ended before it could be cancelled: it is {status}")
 
 
-def pause_job(database: Database, job_id: str) -> None:
+def pause_job(database: Database, job_id: str, actor: Actor = DEFAULT_ACTOR) -> None:
     """Pause a job: a queued one at once; a running one after its worker saves a checkpoint and lets it go."""
-    _current(database, job_id)
+    _current(database, job_id, actor)
     # Both tried, whatever the status was a moment ago: the job may be claimed in between.
     with database.session() as session:
         if transition(
@@ -142,16 +173,20 @@ def pause_job(database: Database, job_id: str) -> None:
             JobStatus.PAUSED,
             only_from=frozenset({JobStatus.QUEUED}),
             message="job paused before it started",
+            event_data=by_key(actor.key_prefix),
         ):
             return
-        if request_action(session, job_id, "pause"):
+        if request_action(session, job_id, "pause", by=actor.key_prefix):
             return
-    job = _current(database, job_id)
+    job = _current(database, job_id, actor)
     raise ActionRefused(f"job {job_id} is {job.status}: only a queued or running job can be paused")
 
 
-def resume_job(database: Database, celery_app: Celery, settings: Settings, job_id: str) -> None:
+def resume_job(
+    database: Database, celery_app: Celery, settings: Settings, job_id: str, actor: Actor = DEFAULT_ACTOR
+) -> None:
     """Queue a paused job again; a worker continues it from its latest checkpoint."""
+    _current(database, job_id, actor)
     with database.session() as session:
         moved = transition(
             session,
@@ -159,9 +194,10 @@ def resume_job(database: Database, celery_app: Celery, settings: Settings, job_i
             JobStatus.QUEUED,
             only_from=frozenset({JobStatus.PAUSED}),
             message="job resumed by a user: queued to continue from its latest checkpoint",
+            event_data=by_key(actor.key_prefix),
         )
     if not moved:
-        job = _current(database, job_id)
+        job = _current(database, job_id, actor)
         raise ActionRefused(f"job {job_id} is {job.status}: only a paused job can be resumed")
     try:
         dispatch(database, celery_app, settings, job_id)

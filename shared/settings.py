@@ -6,11 +6,13 @@ dir, so `grpo up` needs no server. Production sets `GRPO_DATABASE_URL` (Postgres
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,6 +43,21 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="Where `grpo submit` and `grpo watch` send.")
     access_log: bool = Field(
         default=False, description="Log every HTTP request the API answers (costs a good part of its throughput)."
+    )
+    auth: Literal["on", "off"] = Field(
+        default="on",
+        description="`off` runs the API open: every request acts as an admin of the default project (said in the "
+        "log and on /healthz). Only for a machine nobody else reaches.",
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="The key the command line (`grpo submit`, `watch`, `jobs`, ...) sends; default: the one "
+        "`grpo up` wrote to <data dir>/api-key.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=["127.0.0.1", "localhost", "::1"],
+        description="Host names the API answers to (its Host header, against DNS rebinding), comma-separated; `*` "
+        "for any. Default: the loopback names.",
     )
     lease_seconds: float = Field(
         default=30, gt=0, description="How long a running job stays its worker's without a heartbeat."
@@ -130,6 +147,31 @@ class Settings(BaseSettings):
     sample_max_chars: int = Field(
         default=4000, ge=100, description="A sample's prompt or completion is cut to this many characters."
     )
+    allow_remote_code: bool = Field(
+        default=False,
+        description="Let specs set trust_remote_code (in args or args.model_init_kwargs): a model that ships its "
+        "own Python code then runs it on the workers.",
+    )
+    hub: Literal["on", "off"] = Field(
+        default="on",
+        description="`off`: specs name only local models and datasets, no Hugging Face Hub ids, and push nothing to "
+        "the Hub.",
+    )
+    paths: Literal["roots", "anywhere"] = Field(
+        default="roots",
+        description="Where a spec's local paths may point: `roots`, under model_roots / dataset_roots; `anywhere`, "
+        "any path the workers can read (`grpo up` sets it unless paths or a root is set).",
+    )
+    model_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        description="Folders a spec's local models (`model`, reward models) must lie in, symlinks resolved; "
+        "separated by os.pathsep or commas. Default: <data dir>/models.",
+    )
+    dataset_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        default=None,
+        description="Folders a spec's dataset paths must lie in, symlinks resolved; separated by os.pathsep or "
+        "commas. Default: <data dir>/datasets.",
+    )
     broker_polling_interval: float = Field(
         default=0.1,
         gt=0,
@@ -150,6 +192,46 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Child processes and the forkserver may run from another working directory: pin the path now.
         return value.expanduser().resolve()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+    @property
+    def api_key_file(self) -> Path:
+        """Where `grpo up` keeps the key of its single user (mode 0600), and the command line looks for it."""
+        return self.data_dir / "api-key"
+
+    @field_validator("model_roots", "dataset_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        # An environment variable holds a list as PATH does (or with commas); blank is unset.
+        if not isinstance(value, str):
+            return value
+        roots = [part.strip() for part in re.split(f"[{re.escape(os.pathsep)},]", value) if part.strip()]
+        return roots or None
+
+    @model_validator(mode="after")
+    def _roots_or_anywhere(self) -> Settings:
+        if self.paths == "anywhere" and (self.model_roots is not None or self.dataset_roots is not None):
+            raise ValueError(
+                "GRPO_PATHS=anywhere lets local paths point anywhere, so GRPO_MODEL_ROOTS / GRPO_DATASET_ROOTS "
+                "would not apply: unset GRPO_PATHS to confine paths to the roots, or unset the roots"
+            )
+        return self
+
+    @property
+    def effective_model_roots(self) -> list[Path]:
+        """The folders local model paths must lie in where `paths` is `roots`."""
+        return self.model_roots if self.model_roots is not None else [self.data_dir / "models"]
+
+    @property
+    def effective_dataset_roots(self) -> list[Path]:
+        """The folders dataset paths must lie in where `paths` is `roots`."""
+        return self.dataset_roots if self.dataset_roots is not None else [self.data_dir / "datasets"]
 
     @property
     def effective_database_url(self) -> str:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,33 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.http = httpx.Client(base_url=self.url, timeout=30)
+        # The admin key the test acts with (None while the API runs open, GRPO_AUTH=off).
+        self.key: str | None = None
+
+    def use_key(self, key: str) -> None:
+        """Act with `key` from now on: the HTTP client, and every `grpo` command started with `self.env`."""
+        self.key = key
+        self.http.headers["Authorization"] = f"Bearer {key}"
+        self.env["GRPO_API_KEY"] = key
+
+    def make_key(self, project: str = "default", role: str = "admin") -> str:
+        """A new key of `project` (created when missing), made in the service's database as an operator would."""
+        from shared.access.keys import Role, create_key
+        from shared.access.projects import ensure_project
+        from shared.settings import Settings
+        from shared.store.db import Database, migrate
+
+        settings = Settings(data_dir=Path(self.env["GRPO_DATA_DIR"]), database_url=self.env.get("GRPO_DATABASE_URL"))
+        settings.ensure_data_dir()
+        migrate(settings.effective_database_url)
+        database = Database.from_settings(settings)
+        try:
+            with database.session() as session:
+                ensure_project(session, project)
+                _, key = create_key(session, project, Role(role), "tests")
+        finally:
+            database.dispose()
+        return key
 
     def start(self, verb: list[str], name: str) -> GrpoProcess:
         process = GrpoProcess(verb, self.env, self.log_dir / f"{name}.log")
@@ -71,6 +99,17 @@ class Service:
         return process
 
     def start_api(self, verb: str = "serve") -> GrpoProcess:
+        """Start `grpo up` or `grpo serve` and wait until it answers; the test then acts with an admin key (`up`
+        writes its own; for `serve`, one is made first, as an operator would, unless the API runs open)."""
+        auth_on = self.env.get("GRPO_AUTH", "on") != "off"
+        if verb == "serve" and auth_on and self.key is None:
+            self.use_key(self.make_key())
+        process = self._start_and_wait(verb)
+        if verb == "up" and auth_on and self.key is None:
+            self.use_key((Path(self.env["GRPO_DATA_DIR"]) / "api-key").read_text().strip())
+        return process
+
+    def _start_and_wait(self, verb: str) -> GrpoProcess:
         process = self.start([verb, "--port", str(self.port)], verb)
         deadline = time.monotonic() + 90
         while True:
@@ -146,9 +185,16 @@ class Service:
         return list(response.json()["data"])
 
 
+# Where the tests' local paths lie: the models and datasets they build in pytest's temporary folders, and
+# /models/..., the model of specs that are stored but never trained.
+TEST_PATH_ROOTS = os.pathsep.join([tempfile.gettempdir(), "/models"])
+
+
 def base_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    """The environment of a test's service processes: offline, its own data dir, the given GRPO_ settings."""
+    """The environment of a test's service processes: offline, its own data dir, local paths under the tests'
+    folders (TEST_PATH_ROOTS), the given GRPO_ settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRPO_")}
     env.update({"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GRPO_DATA_DIR": str(data_dir)})
+    env.update({"GRPO_MODEL_ROOTS": TEST_PATH_ROOTS, "GRPO_DATASET_ROOTS": TEST_PATH_ROOTS})
     env.update({f"GRPO_{k.upper()}": v for k, v in settings.items()})
     return env

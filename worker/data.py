@@ -9,6 +9,7 @@ from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 from shared.spec.datasets import DatasetSpec, FileDataset, HubDataset, InlineDataset, PathDataset
+from shared.spec.policy import is_dataset_path
 from shared.store.models import UploadedFile
 
 # File suffixes (and upload formats) and the `datasets` builder that reads them.
@@ -53,18 +54,13 @@ def _load(spec: DatasetSpec, field: str, find_file: FileLookup) -> Dataset:
         return _load_folder(path, spec.split, where)
     if path.is_file():
         return _load_file(path, spec.split, where)
-    if _is_filesystem_path(spec.path):
+    if is_dataset_path(spec.path):  # the rule the API's policy applies too
         raise DatasetProblem(
             f"{where} does not exist on this worker: give a {', '.join(FILE_BUILDERS)} file or a save_to_disk "
             "folder that the worker can read (a path on the worker's own disk, not the client's)"
         )
     # Neither a file nor a folder here, and it could be a name on the Hub.
     return _load_hub(spec.path, spec.name, spec.split, where, tried_disk=True)
-
-
-def _is_filesystem_path(path: str) -> bool:
-    """True for what can only be a path, never a dataset name on the Hub (`owner/name`)."""
-    return path.startswith(("/", "./", "../", "~")) or Path(path).suffix.lower() in FILE_BUILDERS
 
 
 def _load_folder(path: Path, split: str, where: str) -> Dataset:

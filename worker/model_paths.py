@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared.spec.policy import is_model_path
+
 
 class ModelNotFound(ValueError):
     """A model named by a local path that this worker cannot read."""
@@ -11,9 +13,9 @@ class ModelNotFound(ValueError):
 
 def check_model_reference(model: str, field: str = "model") -> None:
     """A model that looks like a local path must be a saved model here; anything else is left to the Hub."""
-    path = Path(model).expanduser()
-    if not (model.startswith(("/", "./", "../", "~")) or path.exists()):
+    if not is_model_path(model):  # the rule the API's policy applies too
         return
+    path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         where = "does not exist" if not path.exists() else "has no config.json"
         raise ModelNotFound(

@@ -8,25 +8,23 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from api.archive import tar_stream
+from api.auth import Reader, require_visible_job
 from api.deps import ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import CheckpointList, ErrorBody
 from api.views import JSONText
-from shared.store import jobs
 from shared.store.checkpoints import get_checkpoint, read_checkpoints
-from shared.store.reads import job_exists
 
 router = APIRouter(prefix="/v1/jobs", tags=["checkpoints"])
 
 
 @router.get("/{job_id}/checkpoints", response_model=CheckpointList, responses={404: {"model": ErrorBody}})
-def list_checkpoints(job_id: str, svc: ServicesDep) -> JSONText:
+def list_checkpoints(job_id: str, svc: ServicesDep, caller: Reader) -> JSONText:
     """A job's checkpoints (`checkpoint-<step>`) and, once it succeeded, its final model (`final`): step, time,
     size, the attempt that saved it and the metrics logged at that step."""
     with svc.database.reading() as connection:
+        require_visible_job(connection, job_id, caller)
         items = read_checkpoints(connection, job_id)
-        if not items and not job_exists(connection, job_id):
-            raise not_found(f"job {job_id}")
     return JSONText(f'{{"data":[{",".join(items)}]}}')
 
 
@@ -35,15 +33,16 @@ def list_checkpoints(job_id: str, svc: ServicesDep) -> JSONText:
     response_class=StreamingResponse,
     responses={200: {"content": {"application/x-tar": {}}}, 404: {"model": ErrorBody}},
 )
-def download_checkpoint(job_id: str, name: str, svc: ServicesDep) -> StreamingResponse:
+def download_checkpoint(job_id: str, name: str, svc: ServicesDep, caller: Reader) -> StreamingResponse:
     """A checkpoint (`checkpoint-40`, or just `40`) or the final model (`final`) as an uncompressed tar stream,
     ready for `from_pretrained` (or for `resume_from_checkpoint`) once unpacked."""
     checkpoint_name = f"checkpoint-{name}" if name.isdigit() else name
+    with svc.database.reading() as connection:
+        require_visible_job(connection, job_id, caller)
     with svc.database.session() as session:
         checkpoint = get_checkpoint(session, job_id, checkpoint_name)
-        job = jobs.get_job(session, job_id) if checkpoint is None else None
     if checkpoint is None:
-        raise not_found(f"checkpoint {checkpoint_name} of job {job_id}" if job is not None else f"job {job_id}")
+        raise not_found(f"checkpoint {checkpoint_name} of job {job_id}")
     path = Path(checkpoint.path)
     if not path.is_dir():
         raise ApiError(

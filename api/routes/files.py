@@ -19,6 +19,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive
 
+from api.auth import Reader, Writer, scope
 from api.deps import ServicesDep, services
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, FileDeleted, FileList, FileOut
@@ -135,6 +136,7 @@ def _receive(upload: UploadFile, incoming: Path, limit_mb: int) -> None:
 )
 def upload_file(
     svc: ServicesDep,
+    caller: Writer,
     file: Annotated[UploadFile, File(description="A .jsonl, .json (a list of rows), .csv or .parquet file.")],
     column_map: Annotated[
         str | None,
@@ -165,7 +167,9 @@ def upload_file(
         except UploadRefused as error:
             raise ApiError(422, "invalid_file", f"{filename}: {error}", error.problems) from None
         with svc.database.session() as session:
-            stored = files.store_upload(session, settings.files_dir, incoming, filename, report, renames)
+            stored = files.store_upload(
+                session, settings.files_dir, incoming, filename, report, renames, project=caller.project
+            )
         return file_out(stored)
     except BaseException:
         if stored is not None:  # the bytes moved into place but the row was not committed
@@ -177,17 +181,17 @@ def upload_file(
 
 
 @router.get("", response_model=FileList)
-def list_files(svc: ServicesDep) -> FileList:
-    """Uploaded files, newest first."""
+def list_files(svc: ServicesDep, caller: Reader) -> FileList:
+    """Uploaded files of the caller's project, newest first."""
     with svc.database.session() as session:
-        return FileList(data=[file_out(f) for f in files.list_files(session)])
+        return FileList(data=[file_out(f) for f in files.list_files(session, scope(caller))])
 
 
 @router.get("/{file_id}", response_model=FileOut, responses={404: {"model": ErrorBody}})
-def get_file(file_id: str, svc: ServicesDep) -> FileOut:
+def get_file(file_id: str, svc: ServicesDep, caller: Reader) -> FileOut:
     """An uploaded file: what was found in it when it was uploaded."""
     with svc.database.session() as session:
-        uploaded = files.get_file(session, file_id)
+        uploaded = files.get_file(session, file_id, scope(caller))
         if uploaded is None:
             raise not_found(f"file {file_id}")
         return file_out(uploaded)
@@ -196,11 +200,11 @@ def get_file(file_id: str, svc: ServicesDep) -> FileOut:
 @router.delete(
     "/{file_id}", response_model=FileDeleted, responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}}
 )
-def delete_file(file_id: str, svc: ServicesDep) -> FileDeleted:
+def delete_file(file_id: str, svc: ServicesDep, caller: Writer) -> FileDeleted:
     """Delete an uploaded file and its bytes. Refused (409) while a queued, running or paused job uses it."""
     try:
         with svc.database.session() as session:
-            folder = files.delete_file(session, file_id)
+            folder = files.delete_file(session, file_id, scope(caller))
     except FileInUse as error:
         raise ApiError(409, "file_in_use", str(error)) from None
     if folder is None:

@@ -12,9 +12,10 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """The API process is up (touches nothing else: the floor of what any endpoint costs)."""
-    return {"status": "ok"}
+def healthz(svc: ServicesDep) -> dict[str, str]:
+    """The API process is up (touches nothing else: the floor of what any endpoint costs). Says `auth: off` when
+    the API runs open (GRPO_AUTH=off)."""
+    return {"status": "ok"} if svc.settings.auth == "on" else {"status": "ok", "auth": "off"}
 
 
 @router.get("/readyz")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query
 from sqlalchemy import Connection
 
+from api.auth import Reader, Writer, actor, scope
 from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
@@ -16,6 +17,7 @@ from api.views import JSONText, render_page
 from shared import lifecycle
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
 from shared.spec.job import JobSpec, check_spec, file_ids
+from shared.spec.policy import SpecPolicy
 from shared.spec.problems import SpecError
 from shared.store import files
 from shared.store.reads import job_exists, read_events, read_job, read_jobs, read_metrics
@@ -50,16 +52,16 @@ SEED_EXAMPLE = {
 }
 
 
-def _job_response(svc: Services, job_id: str, status_code: int = 200) -> JSONText:
+def _job_response(svc: Services, job_id: str, status_code: int = 200, project: str | None = None) -> JSONText:
     with svc.database.reading() as connection:
-        job = read_job(connection, job_id)
+        job = read_job(connection, job_id, project)
     if job is None:
         raise not_found(f"job {job_id}")
     return JSONText(job, status_code=status_code)
 
 
-def _require_job(connection: Connection, job_id: str) -> None:
-    if not job_exists(connection, job_id):
+def _require_job(connection: Connection, job_id: str, project: str | None = None) -> None:
+    if not job_exists(connection, job_id, project):
         raise not_found(f"job {job_id}")
 
 
@@ -67,6 +69,7 @@ def _require_job(connection: Connection, job_id: str) -> None:
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})],
     svc: ServicesDep,
+    caller: Writer,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="Retries with the same key and spec return the first job, not a new one."),
@@ -80,14 +83,18 @@ def create_job(
     (header `Idempotent-Replayed: true`); the same key with a different spec is a 409.
     """
     with svc.database.session() as session:
-        columns = files.file_columns(session, file_ids(spec))
+        columns = files.file_columns(session, file_ids(spec), project=caller.project)
     problems = check_spec(
-        spec, device=svc.settings.device, file_columns=columns, vllm_server_url=svc.settings.vllm_server_url
+        spec,
+        device=svc.settings.device,
+        file_columns=columns,
+        vllm_server_url=svc.settings.vllm_server_url,
+        policy=SpecPolicy.from_settings(svc.settings),
     )
     if problems:
         raise SpecError(problems)
     try:
-        job, replayed = submit_job(svc.database, svc.celery, svc.settings, spec, idempotency_key)
+        job, replayed = submit_job(svc.database, svc.celery, svc.settings, spec, idempotency_key, actor(caller))
     except BrokerUnavailable as error:
         raise ApiError(503, "broker_unavailable", str(error)) from error
     except IdempotencyConflict as error:
@@ -111,23 +118,24 @@ def _act(svc: Services, job_id: str, action: Callable[[], None]) -> JSONText:
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
-def cancel_job(job_id: str, svc: ServicesDep) -> JSONText:
+def cancel_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Cancel a job. A queued or paused job is cancelled at once; a running one too, and its worker ends the
     training process (and anything it started) within about a second. A finished job is a 409."""
-    return _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id))
+    return _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id, actor(caller)))
 
 
 @router.post("/{job_id}/pause", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
-def pause_job(job_id: str, svc: ServicesDep) -> JSONText:
+def pause_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Pause a job. A queued job is paused at once; a running one is asked to (`requested_action: pause`): its
     worker has the trainer save a checkpoint, frees itself and marks the job `paused`."""
-    return _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id))
+    return _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id, actor(caller)))
 
 
 @router.post("/{job_id}/resume", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
-def resume_job(job_id: str, svc: ServicesDep) -> JSONText:
+def resume_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Resume a paused job: it is queued again, and a worker continues it from its latest checkpoint."""
-    return _act(svc, job_id, lambda: lifecycle.resume_job(svc.database, svc.celery, svc.settings, job_id))
+    resume = lifecycle.resume_job
+    return _act(svc, job_id, lambda: resume(svc.database, svc.celery, svc.settings, job_id, actor(caller)))
 
 
 def _labels(items: list[str]) -> dict[str, str]:
@@ -145,6 +153,7 @@ def _labels(items: list[str]) -> dict[str, str]:
 @router.get("", response_model=JobList, responses=ERRORS)
 def list_jobs(
     svc: ServicesDep,
+    caller: Reader,
     limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
     after: Annotated[str | None, Query(description="Id of the last job of the previous page.")] = None,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
@@ -158,7 +167,12 @@ def list_jobs(
     with svc.database.reading() as connection:
         try:
             page = read_jobs(
-                connection, limit=limit, after=after, status=status.value if status else None, labels=labels
+                connection,
+                limit=limit,
+                after=after,
+                status=status.value if status else None,
+                labels=labels,
+                project=scope(caller),
             )
         except LookupError:
             raise not_found(f"job {after} (the `after` cursor)") from None
@@ -166,15 +180,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: str, svc: ServicesDep) -> JSONText:
+def get_job(job_id: str, svc: ServicesDep, caller: Reader) -> JSONText:
     """A job: status, timing, error, latest metrics and its spec."""
-    return _job_response(svc, job_id)
+    return _job_response(svc, job_id, project=scope(caller))
 
 
 @router.get("/{job_id}/metrics", response_model=MetricPage, responses=ERRORS)
 def get_metrics(
     job_id: str,
     svc: ServicesDep,
+    caller: Reader,
     after_step: Annotated[
         int, Query(ge=-1, le=MAX_INT32, description="Return steps after this one; -1 from the start.")
     ] = -1,
@@ -184,9 +199,12 @@ def get_metrics(
 
     Poll with `after_step` = the last step seen; `has_more` says another page is ready now.
     """
+    project = scope(caller)
     with svc.database.reading() as connection:
+        if project is not None:  # another project's points are not the caller's to see, however many there are
+            _require_job(connection, job_id, project)
         page = read_metrics(connection, job_id, after_step=after_step, limit=limit)
-        if not page.items:
+        if not page.items and project is None:
             _require_job(connection, job_id)  # only an empty page needs the extra query
     return render_page(page)
 
@@ -195,12 +213,16 @@ def get_metrics(
 def get_events(
     job_id: str,
     svc: ServicesDep,
+    caller: Reader,
     after: Annotated[int, Query(ge=0, le=MAX_INT64, description="Return events after this event id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JSONText:
     """State changes, errors (with tracebacks) and worker notes, oldest first."""
+    project = scope(caller)
     with svc.database.reading() as connection:
+        if project is not None:
+            _require_job(connection, job_id, project)
         page = read_events(connection, job_id, after_id=after, limit=limit)
-        if not page.items:
+        if not page.items and project is None:
             _require_job(connection, job_id)
     return render_page(page)

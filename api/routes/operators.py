@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from api.auth import Admin, Reader, scope
 from api.deps import ServicesDep
 from api.schemas import WorkerList
 from shared.store import workers
@@ -62,16 +63,17 @@ def make_registry(database: Database, alive_seconds: float) -> CollectorRegistry
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
-def prometheus_metrics(svc: ServicesDep) -> Response:
-    """Prometheus metrics: jobs by status, queue depth, submit-to-running latency, metric points ingested, workers
-    alive."""
+def prometheus_metrics(svc: ServicesDep, caller: Admin) -> Response:
+    """Prometheus metrics (an admin key: a scrape config's `authorization`): jobs by status, queue depth,
+    submit-to-running latency, metric points ingested, workers alive. Counts only: no job's name or spec."""
     registry = make_registry(svc.database, svc.settings.worker_alive_seconds)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/workers", response_model=WorkerList)
-def list_workers(svc: ServicesDep) -> WorkerList:
-    """Workers seen in the last day: where they run, whether they are alive, the job each runs."""
+def list_workers(svc: ServicesDep, caller: Reader) -> WorkerList:
+    """Workers seen in the last day: where they run, whether they are alive, the job each runs (when it is the
+    caller's project's: workers are shared, their jobs are not)."""
     with svc.database.reading() as connection:
-        found = workers.list_workers(connection, svc.settings.worker_alive_seconds)
+        found = workers.list_workers(connection, svc.settings.worker_alive_seconds, project=scope(caller))
     return WorkerList.model_validate({"data": found})

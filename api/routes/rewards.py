@@ -7,12 +7,14 @@ import threading
 
 from fastapi import APIRouter
 
+from api.auth import Writer
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody, PreviewOut, PreviewRequest, RewardScoresOut
 from sandbox.client import SandboxLimits
 from sandbox.preview import PreviewInputs, preview_rewards
 from shared.spec.job import check_reward_sources
+from shared.spec.policy import SpecPolicy, check_reward_models
 from shared.spec.problems import Problem, SpecError
 
 router = APIRouter(prefix="/v1/rewards", tags=["rewards"])
@@ -62,19 +64,21 @@ def _total(request: PreviewRequest, results: list[RewardScoresOut]) -> list[floa
     response_model=PreviewOut,
     responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}},
 )
-def preview(request: PreviewRequest, svc: ServicesDep) -> PreviewOut:
+def preview(request: PreviewRequest, svc: ServicesDep, caller: Writer) -> PreviewOut:
     """Score completions with reward functions, as a job would, without a worker or a GPU.
 
     Each reward is called with the keyword arguments TRL passes (`prompts`, `completions`, `completion_ids`,
     `trainer_state` (null here), and every entry of `columns`), in the sandbox that jobs run Python rewards in,
     with `GRPO_PREVIEW_TIMEOUT_SECONDS` per reward. A reward that raises, runs too long or returns the wrong thing
     gets an `error` (and traceback) instead of scores; what the functions print comes back in `output`.
-    Reward models are not previewed.
+    Reward models are not previewed; one the operator's policy would refuse in a job (a hub id with
+    `GRPO_HUB=off`, a path outside `GRPO_MODEL_ROOTS`) is a 422 here too.
     """
+    settings = svc.settings
     problems = _length_problems(request) + check_reward_sources(request.reward_funcs)
+    problems += check_reward_models(request.reward_funcs, SpecPolicy.from_settings(settings))
     if problems:
         raise SpecError(problems)
-    settings = svc.settings
     slots = _slots(settings.preview_concurrency)
     if not slots.acquire(blocking=False):
         raise ApiError(

@@ -9,10 +9,11 @@ import anyio
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from api.auth import Reader, require_visible_job
 from api.deps import Services, ServicesDep
-from api.errors import ApiError, not_found
+from api.errors import ApiError
 from api.schemas import ErrorBody
-from shared.store.reads import job_exists, read_job
+from shared.store.reads import read_job
 from shared.watching.stream import BadCursor, Cursor, JobState, Poll, poll
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -39,6 +40,7 @@ STREAM_DESCRIPTION = """`text/event-stream` messages, each with an `id` to recon
 async def stream_job(
     job_id: str,
     svc: ServicesDep,
+    caller: Reader,
     last_event_id: Annotated[
         str | None, Header(description="The `id` of the last message received: continue right after it.")
     ] = None,
@@ -56,8 +58,7 @@ async def stream_job(
     except BadCursor as error:
         raise ApiError(422, "invalid_request", str(error)) from None
     with svc.database.reading() as connection:
-        if not job_exists(connection, job_id):
-            raise not_found(f"job {job_id}")
+        require_visible_job(connection, job_id, caller)
     return EventSourceResponse(_messages(svc, job_id, cursor), ping=PING_SECONDS)
 
 

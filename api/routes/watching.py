@@ -12,13 +12,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
+from api.auth import Reader, require_visible_job, scope
 from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.routes.jobs import ERRORS, MAX_INT32
 from api.schemas import SamplePage, SeriesOut
 from api.views import JSONText, render_page
 from shared.store import samples
-from shared.store.reads import Page, job_exists, metric_rows, read_job
+from shared.store.reads import Page, metric_rows, read_job
 from shared.watching import series
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -29,6 +30,7 @@ EXPORT_BATCH = 2000
 def get_samples(
     job_id: str,
     svc: ServicesDep,
+    caller: Reader,
     step: Annotated[int | None, Query(ge=0, le=MAX_INT32, description="Only this step's samples.")] = None,
     latest: Annotated[bool, Query(description="Only the newest sampled step's samples.")] = False,
     after_step: Annotated[int, Query(ge=-1, le=MAX_INT32, description="Samples of the steps after this one.")] = -1,
@@ -37,8 +39,7 @@ def get_samples(
     """Completions the trainer generated at logged steps: prompt, completion, each reward's score and the
     advantage, as TRL gathered them (a job keeps its newest steps' samples: GRPO_SAMPLE_STEPS_KEPT)."""
     with svc.database.reading() as connection:
-        if not job_exists(connection, job_id):
-            raise not_found(f"job {job_id}")
+        require_visible_job(connection, job_id, caller)
         if latest and step is None:
             step = samples.latest_sampled_step(connection, job_id)
             if step is None:
@@ -51,6 +52,7 @@ def get_samples(
 def get_series(
     job_id: str,
     svc: ServicesDep,
+    caller: Reader,
     keys: Annotated[
         str | None,
         Query(description="Comma-separated metric keys (default: the charted ones the job logs: reward, kl, ...)."),
@@ -68,7 +70,7 @@ def get_series(
     if len(wanted) > series.MAX_KEYS:
         raise ApiError(422, "invalid_request", f"{len(wanted)} keys asked for: at most {series.MAX_KEYS} at once")
     with svc.database.reading() as connection:
-        job = read_job(connection, job_id)
+        job = read_job(connection, job_id, scope(caller))
         if job is None:
             raise not_found(f"job {job_id}")
         if not wanted:
@@ -121,13 +123,12 @@ def _csv(svc: Services, job_id: str) -> Iterator[str]:
     response_class=StreamingResponse,
 )
 def export_metrics(
-    job_id: str, svc: ServicesDep, format: Annotated[Literal["csv", "jsonl"], Query()] = "csv"
+    job_id: str, svc: ServicesDep, caller: Reader, format: Annotated[Literal["csv", "jsonl"], Query()] = "csv"
 ) -> StreamingResponse:
     """Every metric point of a job as a download: CSV (a column per key TRL logged) or JSON Lines (as the metrics
     endpoint's points)."""
     with svc.database.reading() as connection:
-        if not job_exists(connection, job_id):
-            raise not_found(f"job {job_id}")
+        require_visible_job(connection, job_id, caller)
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     body = _csv(svc, job_id) if format == "csv" else _jsonl(svc, job_id)
     headers = {"Content-Disposition": f'attachment; filename="{job_id}-metrics.{format}"'}

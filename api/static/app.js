@@ -32,8 +32,19 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// The page is signed in by its session cookie (HttpOnly); a change also sends the CSRF token, which the page reads
+// from a cookie of its own (a page of another site can read neither).
+function csrfToken() {
+  const found = document.cookie.split("; ").find((item) => item.startsWith("grpo_csrf="));
+  return found ? decodeURIComponent(found.slice("grpo_csrf=".length)) : "";
+}
+
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const method = (options?.method || "GET").toUpperCase();
+  const headers = { ...(options?.headers || {}) };
+  if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken();
+  const response = await fetch(path, { ...options, headers, credentials: "same-origin" });
+  if (response.status === 401) window.location.assign("/");  // signed out (revoked key): the sign-in page
   const body = response.headers.get("content-type")?.includes("json") ? await response.json() : await response.text();
   if (!response.ok) {
     const error = new Error(body?.error?.message || `${response.status} ${response.statusText}`);

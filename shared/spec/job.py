@@ -3,8 +3,9 @@
 The shape mirrors `GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, peft_config)` so a TRL user
 recognises it. `JobSpec` checks the structure (pydantic); `check_spec` checks the meaning: `args` against
 GRPOConfig (see `shared.spec.grpo_args`), `peft_config` against PEFT's LoraConfig (see `shared.spec.peft`), Python
-reward sources (they must parse and define the callable TRL will call), and that the reward functions find the dataset
-columns they ask for.
+reward sources (they must parse and define the callable TRL will call), that the reward functions find the dataset
+columns they ask for, and the operator's policy (remote code, credentials, the Hub, local paths: see
+`shared.spec.policy`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from shared.spec.datasets import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.spec.grpo_args import check_args
 from shared.spec.peft import check_peft_config
+from shared.spec.policy import SpecPolicy, check_policy
 from shared.spec.problems import Problem, SpecError, did_you_mean
 from shared.spec.resources import Resources, check_resources
 from shared.spec.reward_source import TRL_REWARD_KWARGS, read_reward_source
@@ -25,6 +27,8 @@ from shared.spec.rewards import BUILTIN_NAMES, PythonReward, RewardSpec
 
 # How many rows with the same problem are named before the rest are counted.
 MAX_ROWS_NAMED = 3
+# Where no operator's policy is given: no remote code, no credentials, the Hub on, local paths anywhere.
+DEFAULT_POLICY = SpecPolicy()
 
 
 class _Strict(BaseModel):
@@ -253,8 +257,10 @@ def check_spec(
     device: str = "auto",
     file_columns: Mapping[str, list[str]] | None = None,
     vllm_server_url: str | None = None,
+    policy: SpecPolicy = DEFAULT_POLICY,
 ) -> list[Problem]:
-    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time.
+    """Every problem with a structurally valid spec that would make TRL fail or misbehave at run time, and every
+    way it goes beyond the operator's `policy`.
 
     `file_columns` holds the columns of the uploaded files the spec may name (by file id); without it, file
     datasets are left to the worker. `vllm_server_url` is the operator's vLLM server, when there is one.
@@ -274,7 +280,7 @@ def check_spec(
     problems += check_reward_sources(spec.reward_funcs) + _check_reward_columns(spec, file_columns)
     if spec.peft_config is not None:
         problems += check_peft_config(spec.peft_config, spec.args)
-    return problems
+    return problems + check_policy(spec, policy)
 
 
 def problems_from_errors(items: Iterable[Mapping[str, Any]]) -> list[Problem]:
@@ -366,13 +372,19 @@ def _structural_message(location: list[str | int], item: Any) -> str:
     return f"{field}: {item['msg']}"
 
 
-def parse_spec(payload: Any, *, device: str = "auto", file_columns: Mapping[str, list[str]] | None = None) -> JobSpec:
+def parse_spec(
+    payload: Any,
+    *,
+    device: str = "auto",
+    file_columns: Mapping[str, list[str]] | None = None,
+    policy: SpecPolicy = DEFAULT_POLICY,
+) -> JobSpec:
     """Validate a spec from JSON (structure, then meaning); raises SpecError naming every problem."""
     try:
         spec = JobSpec.model_validate(payload)
     except ValidationError as error:
         raise SpecError(problems_from_errors(error.errors())) from None
-    problems = check_spec(spec, device=device, file_columns=file_columns)
+    problems = check_spec(spec, device=device, file_columns=file_columns, policy=policy)
     if problems:
         raise SpecError(problems)
     return spec

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from shared.access.projects import DEFAULT_PROJECT
 from shared.spec.datasets import renamed
 from shared.spec.problems import Problem
 from shared.store.json_sql import json_safe
@@ -228,8 +229,9 @@ def store_upload(
     filename: str,
     report: FileReport,
     column_map: dict[str, str] | None,
+    project: str = DEFAULT_PROJECT,
 ) -> UploadedFile:
-    """Move a checked upload into place and record it (the caller commits)."""
+    """Move a checked upload into place and record it as `project`'s (the caller commits)."""
     file_id = new_file_id()
     folder = files_dir / file_id
     folder.mkdir(parents=True)
@@ -247,21 +249,31 @@ def store_upload(
         sample=report.sample,
         path=str(final),
         created_at=utcnow(),
+        project=project,
     )
     session.add(uploaded)
     return uploaded
 
 
-def get_file(session: Session, file_id: str) -> UploadedFile | None:
-    return session.get(UploadedFile, file_id)
+def get_file(session: Session, file_id: str, project: str | None = None) -> UploadedFile | None:
+    """The file, or None; of `project` only, when given (another project's file is as good as absent)."""
+    uploaded = session.get(UploadedFile, file_id)
+    return uploaded if uploaded is not None and project in (None, uploaded.project) else None
 
 
-def list_files(session: Session) -> list[UploadedFile]:
-    return list(session.scalars(select(UploadedFile).order_by(UploadedFile.created_at.desc(), UploadedFile.id.desc())))
+def list_files(session: Session, project: str | None = None) -> list[UploadedFile]:
+    """Uploaded files, newest first: of one project, or of every project (None)."""
+    statement = select(UploadedFile).order_by(UploadedFile.created_at.desc(), UploadedFile.id.desc())
+    if project is not None:
+        statement = statement.where(UploadedFile.project == project)
+    return list(session.scalars(statement))
 
 
-def file_columns(session: Session, file_ids: list[str], *, lock: bool = False) -> dict[str, list[str]]:
-    """The columns of each of these files that exists.
+def file_columns(
+    session: Session, file_ids: list[str], *, lock: bool = False, project: str | None = None
+) -> dict[str, list[str]]:
+    """The columns of each of these files that exists (and is `project`'s, when given: a spec may name only its
+    own project's files).
 
     With `lock`, the rows stay share-locked until the session commits, so that a job being stored and a delete of
     its file cannot pass each other (`delete_file` takes the row lock first).
@@ -269,6 +281,8 @@ def file_columns(session: Session, file_ids: list[str], *, lock: bool = False) -
     if not file_ids:
         return {}
     query = select(UploadedFile.id, UploadedFile.columns).where(UploadedFile.id.in_(file_ids))
+    if project is not None:
+        query = query.where(UploadedFile.project == project)
     if lock:
         query = query.with_for_update(read=True)
     return {row.id: list(row.columns) for row in session.execute(query)}
@@ -283,13 +297,13 @@ def jobs_using(session: Session, file_id: str) -> list[str]:
     return list(session.scalars(select(Job.id).where(Job.status.in_(ACTIVE), uses)))
 
 
-def delete_file(session: Session, file_id: str) -> Path | None:
-    """Delete a file's row; None if there is no such file, FileInUse while a job needs it.
+def delete_file(session: Session, file_id: str, project: str | None = None) -> Path | None:
+    """Delete a file's row; None if there is no such file (of `project`, when given), FileInUse while a job needs it.
 
     Returns the folder of its bytes, for the caller to remove once the session has committed.
     """
     uploaded = session.get(UploadedFile, file_id, with_for_update=True)
-    if uploaded is None:
+    if uploaded is None or project not in (None, uploaded.project):
         return None
     users = jobs_using(session, file_id)
     if users:

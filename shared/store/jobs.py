@@ -18,8 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from shared.access.projects import DEFAULT_PROJECT
 from shared.spec.job import JobSpec
-from shared.store.events import add_event
+from shared.store.events import add_event, by_key
 from shared.store.models import Job, utcnow
 from shared.store.states import JobStatus, fence
 
@@ -37,10 +38,18 @@ def spec_fingerprint(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = None) -> Job:
-    """Store a validated spec as a queued job (the caller commits, then sends it to the queue)."""
+def create_job(
+    session: Session,
+    spec: JobSpec,
+    idempotency_key: str | None = None,
+    project: str = DEFAULT_PROJECT,
+    by: str | None = None,
+) -> Job:
+    """Store a validated spec as a queued job of `project`, submitted by the key `by` (the caller commits, then
+    sends it to the queue)."""
     job = Job(
         id=new_job_id(),
+        project=project,
         name=spec.name,
         labels=spec.metadata,
         gpus_needed=spec.resources.gpus_needed(),
@@ -56,18 +65,19 @@ def create_job(session: Session, spec: JobSpec, idempotency_key: str | None = No
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, "status", "job queued", {"status": JobStatus.QUEUED.value})
+    add_event(session, job.id, "status", "job queued", {"status": JobStatus.QUEUED.value, **by_key(by)})
     return job
 
 
-def get_job(session: Session, job_id: str) -> Job | None:
-    """The job, or None."""
-    return session.get(Job, job_id)
+def get_job(session: Session, job_id: str, project: str | None = None) -> Job | None:
+    """The job, or None; of `project` only, when given (another project's job is as good as absent)."""
+    job = session.get(Job, job_id)
+    return job if job is not None and project in (None, job.project) else None
 
 
-def job_by_idempotency_key(session: Session, key: str) -> Job | None:
-    """The job first submitted under this Idempotency-Key, or None."""
-    return session.scalar(select(Job).where(Job.idempotency_key == key))
+def job_by_idempotency_key(session: Session, key: str, project: str) -> Job | None:
+    """The job of `project` first submitted under this Idempotency-Key, or None."""
+    return session.scalar(select(Job).where(Job.project == project, Job.idempotency_key == key))
 
 
 def gpus_needed(session: Session, job_id: str) -> int:

@@ -1,4 +1,5 @@
-"""The tables: jobs, their metric points, samples, checkpoints and events; uploaded files; workers.
+"""The tables: jobs, their metric points, samples, checkpoints and events; uploaded files; workers; projects and
+their API keys.
 
 The schema itself is created by the Alembic migrations in `migrations/`; these classes mirror it for queries.
 """
@@ -8,7 +9,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -80,7 +93,10 @@ class Job(Base):
     # The step the latest resume continued from: points past it were logged again (a polling client that sees
     # `attempt` change rewinds its cursor here).
     resumed_from_step: Mapped[int | None] = mapped_column(Integer)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The project the job belongs to: only its keys (and admins) see it.
+    project: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # Unique within its project: another project's keys are another project's business.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     request_fingerprint: Mapped[str | None] = mapped_column(String(64))
     # The user's labels (`metadata` in the spec), a column of its own so that the job list can filter by them.
     # (`metadata` is taken on declarative classes.)
@@ -97,6 +113,8 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_jobs_project_created_at_id", "project", "created_at", "id"),
+        UniqueConstraint("project", "idempotency_key", name="uq_jobs_project_idempotency_key"),
     )
 
 
@@ -172,8 +190,12 @@ class UploadedFile(Base):
     sample: Mapped[list[dict[str, Any]]] = mapped_column(JsonType)
     path: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    project: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
 
-    __table_args__ = (Index("ix_files_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_files_created_at_id", "created_at", "id"),
+        Index("ix_files_project_created_at_id", "project", "created_at", "id"),
+    )
 
 
 class JobEvent(Base):
@@ -187,3 +209,32 @@ class JobEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+
+class Project(Base):
+    """A team's own space: its jobs and files (once scoped), and the limits the operator sets on it (None: none)."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_gpus: Mapped[int | None] = mapped_column(Integer)
+    max_steps: Mapped[int | None] = mapped_column(Integer)
+
+
+class ApiKey(Base):
+    """An API key of a project, with its role. Only a digest of the key is kept: it is shown once, when made."""
+
+    __tablename__ = "api_keys"
+
+    # The key's first characters, unique: how a key is listed, revoked and named in events.
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    project: Mapped[str] = mapped_column(String(64), ForeignKey("projects.name"), index=True)
+    role: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -98,13 +98,16 @@ def _page(connection: Connection, statement: Select[str], parameters: dict[str, 
 
 
 @lru_cache
-def _job_statement(dialect: str) -> Select[str]:
-    return select(_job_item(dialect)).where(Job.id == bindparam("job_id"))
+def _job_statement(dialect: str, scoped: bool) -> Select[str]:
+    statement = select(_job_item(dialect)).where(Job.id == bindparam("job_id"))
+    return statement.where(Job.project == bindparam("project")) if scoped else statement
 
 
 @lru_cache
-def _jobs_statement(dialect: str, after: bool) -> Select[str]:
+def _jobs_statement(dialect: str, after: bool, scoped: bool) -> Select[str]:
     statement = select(_job_item(dialect)).order_by(Job.created_at.desc(), Job.id.desc()).limit(bindparam("limit"))
+    if scoped:
+        statement = statement.where(Job.project == bindparam("project"))
     if after:
         anchor = select(Job.created_at, Job.id).where(Job.id == bindparam("after")).subquery()
         statement = statement.where(
@@ -134,14 +137,19 @@ def _events_statement(dialect: str) -> Select[int, str]:
     )
 
 
-def job_exists(connection: Connection, job_id: str) -> bool:
-    """Whether the job is in the database."""
-    return connection.execute(select(Job.id).where(Job.id == job_id)).first() is not None
+def job_exists(connection: Connection, job_id: str, project: str | None = None) -> bool:
+    """Whether the job is in the database (and of `project`, when given: another project's job is as good as
+    absent, so that a caller cannot tell it from one that never was)."""
+    statement = select(Job.id).where(Job.id == job_id)
+    if project is not None:
+        statement = statement.where(Job.project == project)
+    return connection.execute(statement).first() is not None
 
 
-def read_job(connection: Connection, job_id: str) -> str | None:
-    """The job as JSON, or None."""
-    found: str | None = connection.scalar(_job_statement(connection.dialect.name), {"job_id": job_id})
+def read_job(connection: Connection, job_id: str, project: str | None = None) -> str | None:
+    """The job as JSON, or None (also for a job of another project than `project`, when given)."""
+    statement = _job_statement(connection.dialect.name, project is not None)
+    found: str | None = connection.scalar(statement, {"job_id": job_id, "project": project})
     return found
 
 
@@ -152,16 +160,20 @@ def read_jobs(
     after: str | None = None,
     status: str | None = None,
     labels: dict[str, str] | None = None,
+    project: str | None = None,
 ) -> Page[str]:
-    """Jobs as JSON, newest first, of one status and carrying every label given, when asked; `after` is the id of
-    the last job of the previous page (LookupError if unknown)."""
-    statement = _jobs_statement(connection.dialect.name, after is not None)
+    """Jobs as JSON, newest first, of one project (every project: None), of one status and carrying every label
+    given, when asked; `after` is the id of the last job of the previous page (LookupError if unknown)."""
+    statement = _jobs_statement(connection.dialect.name, after is not None, project is not None)
     if status is not None:
         statement = statement.where(Job.status == status)
     for key, value in (labels or {}).items():
         statement = statement.where(Job.labels[key].as_string() == value)
-    page = _page(connection, statement, {"after": after} if after is not None else {}, limit)
-    if after is not None and not page.items and not job_exists(connection, after):
+    parameters: dict[str, Any] = {"project": project} if project is not None else {}
+    if after is not None:
+        parameters["after"] = after
+    page = _page(connection, statement, parameters, limit)
+    if after is not None and not page.items and not job_exists(connection, after, project):
         raise LookupError(after)
     return page
 

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.store.events import add_event
+from shared.store.events import add_event, by_key
 from shared.store.models import Job, utcnow
 
 
@@ -163,8 +163,9 @@ def renew_lease(session: Session, job_id: str, attempt: int, lease_seconds: floa
     return Lease(False, status, None)
 
 
-def request_action(session: Session, job_id: str, action: str) -> bool:
-    """Ask the worker of a running job to do `action` ("pause"); False when the job is not running."""
+def request_action(session: Session, job_id: str, action: str, by: str | None = None) -> bool:
+    """Ask the worker of a running job to do `action` ("pause"), for the key `by`; False when the job is not
+    running."""
     moved = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
@@ -173,7 +174,7 @@ def request_action(session: Session, job_id: str, action: str) -> bool:
     ).first()
     if moved is None:
         return False
-    add_event(session, job_id, "info", f"{action} requested", {"action": action})
+    add_event(session, job_id, "info", f"{action} requested", {"action": action, **by_key(by)})
     return True
 
 

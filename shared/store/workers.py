@@ -8,11 +8,11 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.orm import Session
 
 from shared.spec.resources import gpu_count
-from shared.store.models import Worker, utcnow
+from shared.store.models import Job, Worker, utcnow
 
 
 def register(session: Session, name: str, devices: dict[str, Any] | None = None) -> None:
@@ -60,13 +60,18 @@ def count_alive(connection: Connection, seconds: float) -> int:
     return int(connection.scalar(select(func.count()).select_from(Worker).where(alive_since(seconds))) or 0)
 
 
-def list_workers(connection: Connection, seconds: float, limit: int = 200) -> list[dict[str, Any]]:
-    """Workers seen in the last day, newest heartbeat first, each with whether it is alive."""
+def list_workers(
+    connection: Connection, seconds: float, limit: int = 200, project: str | None = None
+) -> list[dict[str, Any]]:
+    """Workers seen in the last day, newest heartbeat first, each with whether it is alive. Workers are shared by
+    every project; with `project`, the job a worker runs is shown only when it is that project's."""
+    visible = select(Job.id).where(Job.id == Worker.current_job, Job.project == project).exists()
+    current_job = Worker.current_job if project is None else case((visible, Worker.current_job), else_=None)
     columns = (
         Worker.name,
         Worker.hostname,
         Worker.pid,
-        Worker.current_job,
+        current_job.label("current_job"),
         Worker.devices,
         Worker.started_at,
         Worker.heartbeat_at,

@@ -42,6 +42,7 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
     large = results["api_scale"]["large"]
     assert large["c8"]["metrics_page_100"]["requests_per_s"] > 0
     assert all(row["errors"] == 0 for row in large["c8"].values())
+    assert large["auth"]["errors"] == 0 and large["auth"]["throughput_ratio_on_to_off"] > 0
     assert results["ingest"]["postgres"]["lost"] == results["ingest"]["sqlite"]["lost"] == 0
     assert results["memory"]["worker_rss_mib"]["idle"] > 0
     assert results["memory"]["api_rss_mib"]["idle"] > results["memory"]["api_rss_mib"]["bare_fastapi"] > 0

@@ -32,7 +32,7 @@ def test_submit_watch_prints_every_step_and_exits_zero(
 ) -> None:
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps(job_spec(tiny_model)))
-    submitted = grpo("submit", str(spec_file), "--url", embedded_service.url, "--watch")
+    submitted = grpo("submit", str(spec_file), "--url", embedded_service.url, "--watch", env=embedded_service.env)
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     lines = submitted.stdout.splitlines()
     job_id = lines[0].strip()
@@ -43,7 +43,7 @@ def test_submit_watch_prints_every_step_and_exits_zero(
     assert f"job {job_id} succeeded" in submitted.stdout
 
     # Watching a finished job prints its whole history again, with the mean completion length of every step.
-    watched = grpo("watch", job_id, "--url", embedded_service.url)
+    watched = grpo("watch", job_id, "--url", embedded_service.url, env=embedded_service.env)
     assert watched.returncode == 0
     watched_lines = watched.stdout.splitlines()
     header = next(line.split() for line in watched_lines if "reward_std" in line)
@@ -62,7 +62,7 @@ def test_submit_of_a_bad_spec_prints_each_problem_and_exits_two(embedded_service
     spec["args"]["num_generation"] = 4
     spec_file = tmp_path / "job.yaml"
     spec_file.write_text(json.dumps(spec))  # JSON is YAML
-    result = grpo("submit", str(spec_file), "--url", embedded_service.url)
+    result = grpo("submit", str(spec_file), "--url", embedded_service.url, env=embedded_service.env)
     assert result.returncode == 2
     assert "did you mean 'num_generations'?" in result.stderr
 
@@ -70,7 +70,7 @@ def test_submit_of_a_bad_spec_prints_each_problem_and_exits_two(embedded_service
 def test_watch_of_a_failed_job_exits_one(embedded_service: Service, tiny_model: Path) -> None:
     job = embedded_service.submit(job_spec(str(tiny_model) + "-missing"))
     embedded_service.wait_finished(job["id"])
-    result = grpo("watch", job["id"], "--url", embedded_service.url)
+    result = grpo("watch", job["id"], "--url", embedded_service.url, env=embedded_service.env)
     assert result.returncode == 1
     assert "job failed: finding the model" in result.stderr
 

@@ -67,12 +67,14 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+def page(browser: Browser, service: Service, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A browser page signed in as `grpo up`'s user: through the link it prints (`/login?key=...`)."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
     opened.on("dialog", lambda dialog: dialog.accept())  # the cancel button asks for confirmation
+    opened.goto(f"{service.url}/login?key={service.key}")
     yield opened
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     opened.screenshot(path=str(ARTIFACTS / f"{request.node.name}-end.png"), full_page=True)
@@ -248,3 +250,23 @@ def test_a_job_of_100000_points_opens_downsampled_and_zooms_to_full_resolution(
     shot(page, "long-run-zoomed")
     reward.locator("button").click()  # reset zoom
     expect(reward).to_have_attribute("data-resolution", "overview")
+
+
+def test_the_dashboard_asks_for_a_key_and_the_link_grpo_up_prints_signs_in(browser: Browser, service: Service) -> None:
+    context = browser.new_context()
+    try:
+        opened = context.new_page()
+        first = opened.goto(f"{service.url}/")
+        assert first is not None and first.status == 401
+        assert opened.locator("input[name=key]").count() == 1  # the sign-in form, no dashboard
+        wrong = opened.goto(f"{service.url}/login?key=grpo_not-a-key")
+        assert wrong is not None and wrong.status == 401 and "not valid" in opened.content()
+        printed = next(line for line in service.processes[0].log().splitlines() if "/login?key=" in line)
+        link = printed.split("(this link signs you in): ", 1)[1].strip()  # the whole link on one line
+        assert link.endswith(f"/login?key={service.key}")
+        signed_in = opened.goto(link)
+        assert signed_in is not None and signed_in.status == 200 and opened.url == f"{service.url}/"
+        session = next(c for c in context.cookies() if c["name"] == "grpo_session")
+        assert session["httpOnly"] and session["sameSite"] == "Strict"
+    finally:
+        context.close()

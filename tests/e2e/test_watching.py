@@ -194,7 +194,7 @@ def watch_in_a_terminal(service: Service, job_id: str) -> pexpect.spawn:
     return pexpect.spawn(
         sys.executable,
         ["-m", "cli.main", "watch", job_id, "--url", service.url],
-        env=TERMINAL_ENV,
+        env={**TERMINAL_ENV, "GRPO_API_KEY": service.key or ""},
         timeout=180,
         dimensions=(40, 120),
         encoding="utf-8",
@@ -205,7 +205,7 @@ def grpo_in_a_terminal(service: Service, *arguments: str) -> str:
     return str(
         pexpect.run(
             f"{sys.executable} -m cli.main {' '.join(arguments)} --url {service.url}",
-            env=TERMINAL_ENV,
+            env={**TERMINAL_ENV, "GRPO_API_KEY": service.key or ""},
             encoding="utf-8",
         )
     )

@@ -36,7 +36,7 @@ def test_follow_reads_the_steps_a_resume_logged_again(api_only: Service) -> None
     assert first == 1
     record(database, job_id, first, range(1, 6), 1.0)
 
-    client = Client(api_only.url)
+    client = Client(api_only.url, key=api_only.key)
     followed: Iterator[dict] = client.follow(job_id, interval=0.05)  # type: ignore[type-arg]
     seen = [(next(followed)["step"]) for _ in range(5)]
     assert seen == [1, 2, 3, 4, 5]
