@@ -98,7 +98,7 @@ def identify(request: Request, svc: Services) -> Identity:
         raise _unauthorized(MISSING_KEY)
     if from_cookie and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not hmac.compare_digest(sent, csrf_token(key)):
+        if not hmac.compare_digest(sent.encode("utf-8", "replace"), csrf_token(key).encode()):
             raise ApiError(403, "forbidden", f"a change made through the dashboard's session needs its {CSRF_HEADER}")
     return identify_key(key, svc)
 

@@ -57,9 +57,9 @@ def ensure_local_key(settings: Settings) -> str:
         database.dispose()
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # before the key is written: the file may have been there with wider permissions
     with os.fdopen(descriptor, "w") as out:
         out.write(key + "\n")
-    path.chmod(0o600)  # also when the file was there with wider permissions
     return key
 
 

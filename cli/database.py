@@ -10,6 +10,17 @@ from shared.settings import Settings
 err_console = Console(stderr=True)
 
 
+def printable_url(url: str) -> str:
+    """A database or broker URL as a log line may show it: its password masked."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code)

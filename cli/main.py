@@ -16,7 +16,7 @@ from rich.console import Console
 
 from cli.access import ensure_local_key, keys, projects, require_a_key
 from cli.client import ApiRefused, Client, key_for
-from cli.database import err_console, fail, prepare_database
+from cli.database import err_console, fail, prepare_database, printable_url
 from cli.display import print_progress
 from shared.settings import Settings, load_settings
 
@@ -89,8 +89,8 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
         os.environ["GRPO_PATHS"] = "anywhere"
         console.print("specs may name local paths anywhere on this machine (GRPO_PATHS=anywhere)", highlight=False)
     console.print(
-        f"data dir {settings.data_dir}; database {settings.effective_database_url}; "
-        f"broker {settings.effective_broker_url}",
+        f"data dir {settings.data_dir}; database {printable_url(settings.effective_database_url)}; "
+        f"broker {printable_url(settings.effective_broker_url)}",
         highlight=False,
     )
     key = ensure_local_key(settings)
@@ -140,7 +140,9 @@ def migrate() -> None:
     settings = load_settings()
     settings.ensure_data_dir()
     revision = run_migrations(settings.effective_database_url)
-    console.print(f"database at migration {revision}: {settings.effective_database_url}", highlight=False)
+    console.print(
+        f"database at migration {revision}: {printable_url(settings.effective_database_url)}", highlight=False
+    )
 
 
 @app.command("tiny-model")

@@ -50,6 +50,11 @@ def dashboard(request: Request, svc: ServicesDep) -> Response:
 @router.get("/login", response_model=None)
 def login(request: Request, svc: ServicesDep, key: Annotated[str, Query(max_length=200)] = "") -> Response:
     """Check the key and sign the browser in with it (a session cookie), then go to the dashboard."""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        # Another site sending the browser here would sign it in as the sender's key (and the user's uploads and
+        # jobs would land in the sender's project): only a link the user opens (`none`) or this page signs in.
+        refused = ApiError(403, "forbidden", "sign in from the link `grpo up` printed, or type the key here")
+        return _sign_in_page(refused)
     try:
         identify_key(key, svc)
     except ApiError as refused:

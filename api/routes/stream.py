@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from api.auth import Reader, require_visible_job
+from api.auth import REMEMBER_SECONDS, Reader, identify_key, presented_key, require_visible_job
 from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.schemas import ErrorBody
@@ -39,6 +40,7 @@ STREAM_DESCRIPTION = """`text/event-stream` messages, each with an `id` to recon
 )
 async def stream_job(
     job_id: str,
+    request: Request,
     svc: ServicesDep,
     caller: Reader,
     last_event_id: Annotated[
@@ -59,7 +61,8 @@ async def stream_job(
         raise ApiError(422, "invalid_request", str(error)) from None
     with svc.database.reading() as connection:
         require_visible_job(connection, job_id, caller)
-    return EventSourceResponse(_messages(svc, job_id, cursor), ping=PING_SECONDS)
+    key, _ = presented_key(request)
+    return EventSourceResponse(_messages(svc, job_id, cursor, key), ping=PING_SECONDS)
 
 
 def _poll(svc: Services, job_id: str, cursor: Cursor, state: JobState | None) -> Poll:
@@ -72,9 +75,25 @@ def _final_job(svc: Services, job_id: str) -> str:
         return read_job(connection, job_id) or "null"
 
 
-async def _messages(svc: Services, job_id: str, cursor: Cursor) -> AsyncIterator[Any]:
+def _still_valid(svc: Services, key: str | None) -> bool:
+    """Whether the stream's key still signs in (a stream may stay open for days; a revoked key ends it)."""
+    if svc.settings.auth == "off" or key is None:
+        return True
+    try:
+        identify_key(key, svc)
+    except ApiError:
+        return False
+    return True
+
+
+async def _messages(svc: Services, job_id: str, cursor: Cursor, key: str | None) -> AsyncIterator[Any]:
     state: JobState | None = None
+    checked = time.monotonic()
     while True:
+        if time.monotonic() - checked > REMEMBER_SECONDS:
+            if not await anyio.to_thread.run_sync(_still_valid, svc, key):
+                return
+            checked = time.monotonic()
         try:
             found = await anyio.to_thread.run_sync(_poll, svc, job_id, cursor, state)
         except LookupError:  # deleted while followed

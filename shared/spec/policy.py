@@ -241,9 +241,33 @@ class _Spec(Protocol):
     def peft_config(self) -> dict[str, Any] | None: ...
 
 
+# from_pretrained arguments that name files of their own: an absolute `subfolder` or `gguf_file` replaces the model's
+# folder (os.path.join), and the caches write where they point.
+PATH_KWARGS = ("subfolder", "gguf_file", "cache_dir", "offload_folder")
+
+
+def check_loading_paths(args: dict[str, Any], policy: SpecPolicy) -> list[Problem]:
+    """Where local paths are confined, a problem for each loading argument that names a path of its own (it would
+    load or write outside the roots), and for `args.accelerator_config` given as a file (read on the worker)."""
+    if policy.model_roots is None:
+        return []
+    named = [field for field, _ in _keyed(args.get("model_init_kwargs"), "args.model_init_kwargs", PATH_KWARGS)]
+    if isinstance(args.get("accelerator_config"), str) and not str(args["accelerator_config"]).startswith("{"):
+        named.append("args.accelerator_config")
+    return [
+        Problem(
+            field,
+            f"{field} names a path of its own, refused where local paths must lie under GRPO_MODEL_ROOTS: remove it "
+            "(give the model's own folder as `model`; accelerator_config as an object)",
+        )
+        for field in named
+    ]
+
+
 def check_policy(spec: _Spec, policy: SpecPolicy) -> list[Problem]:
     """Every way a job spec goes beyond what the operator allows."""
     problems = check_remote_code(spec.args, spec.peft_config, policy) + check_credentials(spec.args)
+    problems += check_loading_paths(spec.args, policy)
     problems += check_hub_pushes(spec.args, policy)
     found = [
         check_model("model", spec.model, policy),

@@ -164,6 +164,8 @@ def read_jobs(
 ) -> Page[str]:
     """Jobs as JSON, newest first, of one project (every project: None), of one status and carrying every label
     given, when asked; `after` is the id of the last job of the previous page (LookupError if unknown)."""
+    if after is not None and project is not None and not job_exists(connection, after, project):
+        raise LookupError(after)  # another project's job is no cursor: its existence and age stay its own
     statement = _jobs_statement(connection.dialect.name, after is not None, project is not None)
     if status is not None:
         statement = statement.where(Job.status == status)

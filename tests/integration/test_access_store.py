@@ -104,3 +104,21 @@ def test_projects_keep_their_limits_and_refuse_what_cannot_be(database: Database
             attempt(session)
     with database.session() as session:  # nothing a refusal touched was lost
         assert [p.name for p in list_projects(session)] == ["alpha", "default", "research"]
+
+
+def test_another_projects_job_is_no_list_cursor_even_with_older_jobs_of_ones_own(database: Database) -> None:
+    from shared.spec.job import JobSpec
+    from shared.store.jobs import create_job
+    from shared.store.reads import read_jobs
+    from tests.specs import job_spec
+
+    spec = JobSpec.model_validate(job_spec("/models/tiny"))
+    with database.session() as session:
+        create_project(session, "alpha")
+        create_project(session, "beta")
+        create_job(session, spec, project="beta")  # older than alpha's: a page after alpha's job would hold it
+        alphas = create_job(session, spec, project="alpha").id
+    with database.reading() as connection:
+        assert len(read_jobs(connection, limit=10, after=alphas).items) == 1  # an admin's cursor: every project
+        with pytest.raises(LookupError):
+            read_jobs(connection, limit=10, after=alphas, project="beta")

@@ -4,6 +4,7 @@ needs the CSRF token; a Host the API is not reached by is refused before any rou
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.cookies import Morsel, SimpleCookie
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.callers import serve_for_module
+from tests.callers import revoke, serve_for_module
 from tests.processes import Service
 from tests.specs import job_spec
 
@@ -36,7 +37,7 @@ def browser(
     method: str,
     path: str,
     cookies: dict[str, str] | None = None,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, Any] | None = None,
     **options: Any,
 ) -> httpx.Response:
     """A request as a browser sends it: no Authorization header, only the cookies given (none kept between calls)."""
@@ -127,7 +128,9 @@ def test_a_change_through_the_session_needs_its_csrf_token(
 ) -> None:
     service, cancel = dashboard.service, f"/v1/jobs/{queued_job}/cancel"
     other_session = sign_in(dashboard, service.make_key("default", "member"))
-    for headers in (None, {CSRF_HEADER: ""}, {CSRF_HEADER: "0" * 64}, {CSRF_HEADER: other_session.token}):
+    wrong_tokens: list[dict[str, Any] | None] = [None, {CSRF_HEADER: ""}, {CSRF_HEADER: "0" * 64}]
+    wrong_tokens += [{CSRF_HEADER: other_session.token}, {CSRF_HEADER: "é".encode("latin-1")}]  # not ASCII: no 500
+    for headers in wrong_tokens:
         refused = browser(service, "POST", cancel, cookies=signed_in.session, headers=headers)
         assert refused.status_code == 403, (headers, refused.text)
         assert CSRF_HEADER in refused.json()["error"]["message"]
@@ -168,3 +171,32 @@ def test_logout_removes_both_cookies(dashboard: Dashboard, signed_in: SignedIn) 
     removed = set_cookies(answer)
     assert set(removed) == {SESSION, CSRF}
     assert all(morsel.value == "" and morsel["max-age"] == "0" for morsel in removed.values()), removed
+
+
+def test_a_login_another_site_sends_the_browser_to_signs_nobody_in(dashboard: Dashboard) -> None:
+    # Else a page elsewhere could sign a visitor's dashboard in as its own key, and collect what they upload.
+    for site in ("cross-site", "same-site"):
+        answer = browser(
+            dashboard.service, "GET", f"/login?key={dashboard.member_key}", headers={"Sec-Fetch-Site": site}
+        )
+        assert answer.status_code == 403, site
+        assert set_cookies(answer) == {}
+    typed = browser(dashboard.service, "GET", f"/login?key={dashboard.member_key}", headers={"Sec-Fetch-Site": "none"})
+    assert typed.status_code == 303 and SESSION in set_cookies(typed)
+
+
+def test_an_open_stream_ends_once_its_key_is_revoked(dashboard: Dashboard) -> None:
+    service = dashboard.service
+    job = service.submit(job_spec("/models/tiny"))  # no worker: it stays queued, and its stream stays open
+    key = service.make_key("default", "viewer")
+    with httpx.stream(
+        "GET", f"{service.url}/v1/jobs/{job['id']}/stream", headers={"Authorization": f"Bearer {key}"}, timeout=30
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: status"
+        revoke(service, key)
+        revoked = time.monotonic()
+        for _ in lines:  # drains until the server closes the stream
+            assert time.monotonic() - revoked < 20, "the stream outlived its key"
+    assert time.monotonic() - revoked < 20

@@ -243,3 +243,23 @@ def test_dataset_file_suffixes_are_the_ones_the_worker_reads() -> None:
     from worker.data import FILE_BUILDERS
 
     assert set(DATASET_FILE_SUFFIXES) == set(FILE_BUILDERS)
+
+
+# --- Loading arguments that name paths of their own ----------------------------------------------------------
+
+
+def test_loading_arguments_that_name_their_own_paths_are_refused_where_paths_are_confined(
+    confined: SpecPolicy, monkeypatch: pytest.MonkeyPatch, tmp: Path
+) -> None:
+    # An absolute `subfolder` replaces the model's folder in from_pretrained (os.path.join): the allowed model
+    # would be a decoy for weights anywhere on the worker.
+    model = str(tmp / "data" / "models")
+    for name, value in (("subfolder", "/srv/other-model"), ("gguf_file", "/abs/x.gguf"), ("cache_dir", "/tmp/c")):
+        said = refusals(with_args(model, model_init_kwargs={name: value}), confined)
+        assert list(said) == [f"args.model_init_kwargs.{name}"], name
+        assert "GRPO_MODEL_ROOTS" in said[f"args.model_init_kwargs.{name}"]
+    said = refusals(with_args(model, accelerator_config="/etc/some.json"), confined)
+    assert list(said) == ["args.accelerator_config"]
+    # Where paths may be anywhere (grpo up), they are the user's own files.
+    anywhere = policy_of(monkeypatch, tmp, paths="anywhere")
+    parse_spec(with_args(model, model_init_kwargs={"subfolder": "sub"}), policy=anywhere)
