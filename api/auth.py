@@ -103,6 +103,11 @@ def identify(request: Request, svc: Services) -> Identity:
     return identify_key(key, svc)
 
 
+def remembered(key: str) -> Identity | None:
+    """Who `key` is, if this process checked it in the last few seconds (no database read)."""
+    return _remembered.get(hashlib.sha256(key.encode()).hexdigest())
+
+
 def identify_key(key: str, svc: Services) -> Identity:
     """Who `key` is; 401 for a key that is unknown, wrong or revoked."""
     digest = hashlib.sha256(key.encode()).hexdigest()
@@ -179,7 +184,8 @@ class KeyFirst:
                 key, _ = presented_key(request)
                 if key is None:
                     raise _unauthorized(MISSING_KEY)
-                await anyio.to_thread.run_sync(identify_key, key, svc)
+                if remembered(key) is None:  # the database only on a miss: a thread hop costs the hot paths
+                    await anyio.to_thread.run_sync(identify_key, key, svc)
         except ApiError as refused:
             await error_response(refused)(scope, receive, send)
             return

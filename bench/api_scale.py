@@ -129,20 +129,23 @@ def auth_cost(
     work: Path, database_url: str, keyed: Service, paths: Path, key: str, seconds: int, connections: int = 8
 ) -> dict[str, Any]:
     """The polling endpoint with the key check (a member's key: scoped reads) beside the same API run open
-    (GRPO_AUTH=off) on the same database, in turns, so that drift on a shared machine hits both alike."""
+    (GRPO_AUTH=off) on the same database, in turns of both orders, so that drift on a shared machine and a warmer
+    cache hit both alike."""
     open_api = Service(
         base_env(work / "data-open", database_url=database_url, broker_url=redis_url(), auth="off"), work
     )
     try:
         open_api.start_api("serve")
         wrk(open_api.url + "/", 2, connections, paths)  # warm up; not measured
-        turns = [
-            (
-                wrk(open_api.url + "/", seconds, connections, paths),
-                wrk(keyed.url + "/", seconds, connections, paths, key),
-            )
-            for _ in range(2)
-        ]
+        turns = []
+        for first_open in (True, False, True, False):  # both orders, so that neither always runs on a warmer cache
+            runs = {
+                "open": lambda: wrk(open_api.url + "/", seconds, connections, paths),
+                "keyed": lambda: wrk(keyed.url + "/", seconds, connections, paths, key),
+            }
+            order = ("open", "keyed") if first_open else ("keyed", "open")
+            done = {name: runs[name]() for name in order}
+            turns.append((done["open"], done["keyed"]))
     finally:
         open_api.stop()
     off = sum(o["requests_per_s"] for o, _ in turns) / len(turns)

@@ -201,11 +201,10 @@ def get_metrics(
     """
     project = scope(caller)
     with svc.database.reading() as connection:
-        if project is not None:  # another project's points are not the caller's to see, however many there are
-            _require_job(connection, job_id, project)
-        page = read_metrics(connection, job_id, after_step=after_step, limit=limit)
-        if not page.items and project is None:
-            _require_job(connection, job_id)  # only an empty page needs the extra query
+        # Another project's job gives an empty page (checked in the same query), then the 404 below.
+        page = read_metrics(connection, job_id, after_step=after_step, limit=limit, project=project)
+        if not page.items:
+            _require_job(connection, job_id, project)  # only an empty page needs the extra query
     return render_page(page)
 
 
@@ -220,9 +219,7 @@ def get_events(
     """State changes, errors (with tracebacks) and worker notes, oldest first."""
     project = scope(caller)
     with svc.database.reading() as connection:
-        if project is not None:
+        page = read_events(connection, job_id, after_id=after, limit=limit, project=project)
+        if not page.items:
             _require_job(connection, job_id, project)
-        page = read_events(connection, job_id, after_id=after, limit=limit)
-        if not page.items and project is None:
-            _require_job(connection, job_id)
     return render_page(page)

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Select,
     String,
     bindparam,
+    exists,
     func,
     literal_column,
     select,
@@ -117,24 +118,32 @@ def _jobs_statement(dialect: str, after: bool, scoped: bool) -> Select[str]:
     return statement
 
 
+def _of_project() -> ColumnElement[bool]:
+    """The job of the statement's `job_id` is `project`'s: a scoped page is empty for another project's job, in the
+    same query (the polling endpoints' hot path pays no second one)."""
+    return exists().where(Job.id == bindparam("job_id"), Job.project == bindparam("project"))
+
+
 @lru_cache
-def _metrics_statement(dialect: str) -> Select[int, str]:
-    return (
+def _metrics_statement(dialect: str, scoped: bool = False) -> Select[int, str]:
+    statement = (
         select(MetricPoint.step, _metric_item(dialect))
         .where(MetricPoint.job_id == bindparam("job_id"), MetricPoint.step > bindparam("after"))
         .order_by(MetricPoint.step)
         .limit(bindparam("limit"))
     )
+    return statement.where(_of_project()) if scoped else statement
 
 
 @lru_cache
-def _events_statement(dialect: str) -> Select[int, str]:
-    return (
+def _events_statement(dialect: str, scoped: bool = False) -> Select[int, str]:
+    statement = (
         select(JobEvent.id, _event_item(dialect))
         .where(JobEvent.job_id == bindparam("job_id"), JobEvent.id > bindparam("after"))
         .order_by(JobEvent.id)
         .limit(bindparam("limit"))
     )
+    return statement.where(_of_project()) if scoped else statement
 
 
 def job_exists(connection: Connection, job_id: str, project: str | None = None) -> bool:
@@ -187,25 +196,37 @@ def _keyed_page(
     return Page([(row[0], row[1]) for row in rows[:limit]], len(rows) > limit)
 
 
-def metric_rows(connection: Connection, job_id: str, *, after_step: int, limit: int) -> Page[tuple[int, str]]:
-    """A job's metric points with step > after_step, in step order, as (step, JSON)."""
-    parameters = {"job_id": job_id, "after": after_step}
-    return _keyed_page(connection, _metrics_statement(connection.dialect.name), parameters, limit)
+def metric_rows(
+    connection: Connection, job_id: str, *, after_step: int, limit: int, project: str | None = None
+) -> Page[tuple[int, str]]:
+    """A job's metric points with step > after_step, in step order, as (step, JSON); none for a job of another
+    project than `project`, when given."""
+    parameters = {"job_id": job_id, "after": after_step, "project": project}
+    statement = _metrics_statement(connection.dialect.name, project is not None)
+    return _keyed_page(connection, statement, parameters, limit)
 
 
-def event_rows(connection: Connection, job_id: str, *, after_id: int, limit: int) -> Page[tuple[int, str]]:
-    """A job's events with id > after_id, oldest first, as (id, JSON)."""
-    parameters = {"job_id": job_id, "after": after_id}
-    return _keyed_page(connection, _events_statement(connection.dialect.name), parameters, limit)
+def event_rows(
+    connection: Connection, job_id: str, *, after_id: int, limit: int, project: str | None = None
+) -> Page[tuple[int, str]]:
+    """A job's events with id > after_id, oldest first, as (id, JSON); none for a job of another project than
+    `project`, when given."""
+    parameters = {"job_id": job_id, "after": after_id, "project": project}
+    statement = _events_statement(connection.dialect.name, project is not None)
+    return _keyed_page(connection, statement, parameters, limit)
 
 
-def read_metrics(connection: Connection, job_id: str, *, after_step: int, limit: int) -> Page[str]:
-    """A job's metric points with step > after_step, as JSON, in step order."""
-    page = metric_rows(connection, job_id, after_step=after_step, limit=limit)
+def read_metrics(
+    connection: Connection, job_id: str, *, after_step: int, limit: int, project: str | None = None
+) -> Page[str]:
+    """A job's metric points with step > after_step, as JSON, in step order (none of another project's job)."""
+    page = metric_rows(connection, job_id, after_step=after_step, limit=limit, project=project)
     return Page([item for _, item in page.items], page.has_more)
 
 
-def read_events(connection: Connection, job_id: str, *, after_id: int, limit: int) -> Page[str]:
-    """A job's events with id > after_id, as JSON, oldest first."""
-    page = event_rows(connection, job_id, after_id=after_id, limit=limit)
+def read_events(
+    connection: Connection, job_id: str, *, after_id: int, limit: int, project: str | None = None
+) -> Page[str]:
+    """A job's events with id > after_id, as JSON, oldest first (none of another project's job)."""
+    page = event_rows(connection, job_id, after_id=after_id, limit=limit, project=project)
     return Page([item for _, item in page.items], page.has_more)
