@@ -26,6 +26,18 @@ def give_the_server_its_isinstance_back():  # it checks the rewards with it
     del sys.modules["__main__"].isinstance
 """
 
+# What an escape attempt inside the sandbox reports: metric `name` 1.0 when `action` worked, 0.0 when it was refused.
+TRIED = """
+def tried(log_metric, name, action):
+    try:
+        action()
+    except OSError as error:
+        print(name, "refused:", error)
+        log_metric(name, 0.0)
+    else:
+        log_metric(name, 1.0)
+"""
+
 
 def confined_sandbox(source: str, scratch: Path, **limits: object) -> Sandbox:
     """A sandbox of one reward, `escape`, with the service's limits (30 s, 1 GiB) unless told otherwise."""

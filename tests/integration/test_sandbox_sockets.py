@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.sandboxing import HOOK_OFF, confined_sandbox
+from tests.sandboxing import HOOK_OFF, TRIED, confined_sandbox
 from tests.services import libpq_url
 
 pytestmark = pytest.mark.postgres
@@ -22,13 +22,7 @@ import asyncio, socket
 def escape(completions, log_metric, **kwargs):
     switch_the_audit_hook_off()
     def attempt(name, action):
-        try:
-            action()
-        except OSError as error:
-            print(name, "refused:", error)
-            log_metric(name, 0.0)
-        else:
-            log_metric(name, 1.0)
+        tried(log_metric, name, action)
     def connect(path):
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # refused here by the kernel, or else:
         client.settimeout(2)
@@ -85,7 +79,7 @@ def test_with_the_audit_hook_off_a_reward_reaches_no_unix_socket_but_keeps_socke
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.connect(pg_socket)
     constants = f"POSTGRES_SOCKET = {pg_socket!r}\nLISTENER = {listener_path!r}\n"
-    sandbox = confined_sandbox(constants + HOOK_OFF + ATTEMPTS, tmp_path / "scratch")
+    sandbox = confined_sandbox(constants + HOOK_OFF + TRIED + ATTEMPTS, tmp_path / "scratch")
     sandbox.start()
     try:
         result = sandbox.call("escape", {"completions": ["a"], "prompts": [None]})

@@ -11,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from sandbox.client import RewardCallFailed
-from tests.sandboxing import HOOK_OFF, confined_sandbox
+from tests.sandboxing import HOOK_OFF, TRIED, confined_sandbox
 
 ATTEMPTS = """
 import ctypes, os, socket
 def escape(completions, log_metric, **kwargs):
     switch_the_audit_hook_off()
     def attempt(name, action):
-        try:
-            action()
-        except OSError as error:
-            print(name, "refused:", error)
-            log_metric(name, 0.0)
-        else:
-            log_metric(name, 1.0)
+        tried(log_metric, name, action)
     attempt("hook_is_off", lambda: ctypes.CDLL(None).getpid())  # the hook refuses ctypes; the kernel does not
     attempt("read_parent_environment", lambda: open(f"/proc/{os.getppid()}/environ", "rb").read())
     attempt("read_outside_file", lambda: open(SECRET).read())
@@ -66,7 +60,7 @@ def test_with_the_audit_hook_switched_off_the_kernel_still_refuses_files_network
         f"SECRET = {str(secret)!r}\nOUTSIDE_WRITE = {str(outside)!r}\n"
         f"TCP_PORT = {tcp.getsockname()[1]}\nUDP_PORT = {udp.getsockname()[1]}\n"
     )
-    sandbox = confined_sandbox(constants + HOOK_OFF + ATTEMPTS, tmp_path / "scratch")
+    sandbox = confined_sandbox(constants + HOOK_OFF + TRIED + ATTEMPTS, tmp_path / "scratch")
     sandbox.start()
     try:
         result = sandbox.call("escape", {"completions": ["a"], "prompts": [None]})
