@@ -7,9 +7,8 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
-from sqlalchemy import Connection
 
-from api.auth import Reader, Writer, actor, scope
+from api.auth import Reader, Writer, actor, require_visible_job, scope
 from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
@@ -20,7 +19,7 @@ from shared.spec.job import JobSpec, check_spec, file_ids
 from shared.spec.policy import SpecPolicy
 from shared.spec.problems import SpecError
 from shared.store import files
-from shared.store.reads import job_exists, read_events, read_job, read_jobs, read_metrics
+from shared.store.reads import read_events, read_job, read_jobs, read_metrics
 from shared.store.states import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -58,11 +57,6 @@ def _job_response(svc: Services, job_id: str, status_code: int = 200, project: s
     if job is None:
         raise not_found(f"job {job_id}")
     return JSONText(job, status_code=status_code)
-
-
-def _require_job(connection: Connection, job_id: str, project: str | None = None) -> None:
-    if not job_exists(connection, job_id, project):
-        raise not_found(f"job {job_id}")
 
 
 @router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 503: {"model": ErrorBody}})
@@ -204,7 +198,7 @@ def get_metrics(
         # Another project's job gives an empty page (checked in the same query), then the 404 below.
         page = read_metrics(connection, job_id, after_step=after_step, limit=limit, project=project)
         if not page.items:
-            _require_job(connection, job_id, project)  # only an empty page needs the extra query
+            require_visible_job(connection, job_id, caller)  # only an empty page needs the extra query
     return render_page(page)
 
 
@@ -221,5 +215,5 @@ def get_events(
     with svc.database.reading() as connection:
         page = read_events(connection, job_id, after_id=after, limit=limit, project=project)
         if not page.items:
-            _require_job(connection, job_id, project)
+            require_visible_job(connection, job_id, caller)
     return render_page(page)
