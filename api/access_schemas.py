@@ -1,8 +1,10 @@
-"""The bodies of the operators' routes for projects and keys (`api/routes/access.py`)."""
+"""The bodies of the operators' routes: projects and keys (`api/routes/access.py`), the audit log
+(`api/routes/audit.py`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -77,3 +79,31 @@ class KeyCreated(KeyOut):
 
 class KeyList(BaseModel):
     data: list[KeyOut]
+
+
+class AuditEventOut(BaseModel):
+    """A change a person made that is not a job's own event (those are the job's events): who, what, to what."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    created_at: datetime
+    project: str | None = Field(description="The project the change concerns (null: the whole service).")
+    actor: str = Field(
+        description="The key that made it, by its prefix (never the key), or `cli:<user>` for a change made with "
+        "the `grpo` command against the database."
+    )
+    action: str = Field(
+        description="key.create, key.revoke, project.create, project.update, file.upload, file.delete, secret.set, "
+        "secret.delete"
+    )
+    target: str | None = Field(description="What it was done to: a key's prefix, a project, a file id, a secret.")
+    data: dict[str, Any] | None = Field(
+        description="Details: a key's role and name, a project's limits (on an update each limit's old and new "
+        "value), a file's filename and bytes. Never a key or a secret's value."
+    )
+
+
+class AuditPage(BaseModel):
+    data: list[AuditEventOut]
+    has_more: bool

@@ -9,7 +9,22 @@ from api.auth import KeyFirst
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.hosts import AllowedHosts
-from api.routes import access, checkpoints, dashboard, files, health, jobs, operators, rewards, stream, watching
+from api.ratelimit import RateLimits
+from api.routes import (
+    access,
+    audit,
+    checkpoints,
+    dashboard,
+    files,
+    health,
+    jobs,
+    operators,
+    rewards,
+    secrets,
+    stream,
+    tools,
+    watching,
+)
 from shared.queue import make_celery
 from shared.settings import Settings, load_settings
 from shared.store.db import Database
@@ -31,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = Services(
         settings=settings, database=Database.from_settings(settings), celery=make_celery(settings)
     )
+    app.state.rate_limits = RateLimits(settings)  # one set of counters per app: see api/ratelimit.py
     install_error_handlers(app)
     # Added last, run first: the Host check, then the key, then the route.
     app.add_middleware(KeyFirst)
@@ -42,8 +58,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(watching.router)
     app.include_router(files.router)
     app.include_router(rewards.router)
+    app.include_router(tools.router)
     app.include_router(operators.router)
     app.include_router(access.router)
+    app.include_router(secrets.router)
+    app.include_router(audit.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=dashboard.STATIC_DIR), name="static")
     return app

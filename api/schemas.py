@@ -28,7 +28,8 @@ class JobOut(BaseModel):
     latest_step: int | None
     requested_action: str | None = Field(description="`pause` while a running job's worker is pausing it.")
     status_reason: str | None = Field(
-        description="Why a queued job is waiting, when the service knows: no registered worker can hold it."
+        description="Why a queued job is waiting, when the service knows: its project is at a limit ('project "
+        "research: 2 of 2 running jobs'), or no registered worker can hold it."
     )
     lost_attempts: int = Field(description="Claims that ended with their worker lost (crash, kill).")
     resumed_from_step: int | None = Field(

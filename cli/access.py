@@ -1,6 +1,8 @@
-"""`grpo projects` and `grpo keys`: the operator's commands for who may use the service.
+"""`grpo projects`, `grpo keys` and `grpo audit`: the operator's commands for who may use the service, and who
+changed what.
 
-They work on the configured database directly (GRPO_DATABASE_URL), with the service running or not.
+They work on the configured database directly (GRPO_DATABASE_URL), with the service running or not; each change is
+noted in the audit log as made by `cli:<user>`, in the same transaction.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +19,7 @@ from rich.table import Table
 from sqlalchemy.orm import Session
 
 from cli.database import fail, prepare_database
+from shared.access.audit import cli_actor, list_audit
 from shared.access.keys import KeyRefused, Role, authenticate, create_key, has_active_key, list_keys, revoke_key
 from shared.access.projects import (
     DEFAULT_PROJECT,
@@ -51,8 +54,8 @@ def ensure_local_key(settings: Settings) -> str:
                 kept = path.read_text().strip()
                 if authenticate(session, kept) is not None:
                     return kept
-            ensure_project(session, DEFAULT_PROJECT)
-            _, key = create_key(session, DEFAULT_PROJECT, Role.ADMIN, "grpo up")
+            ensure_project(session, DEFAULT_PROJECT, by=cli_actor())
+            _, key = create_key(session, DEFAULT_PROJECT, Role.ADMIN, "grpo up", by=cli_actor())
     finally:
         database.dispose()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,7 @@ def create(
         max_running_jobs=max_running_jobs, max_queued_jobs=max_queued_jobs, max_gpus=max_gpus, max_steps=max_steps
     )
     with _session() as session:
-        create_project(session, name, ProjectLimits(**limits))
+        create_project(session, name, ProjectLimits(**limits), by=cli_actor())
     err_console.print(f"project {name} created", highlight=False)
 
 
@@ -150,7 +153,7 @@ def update(
         options = ", ".join("--" + limit.replace("_", "-") for limit in LIMIT_NAMES)
         raise fail(f"nothing to change: give one or more of {options}")
     with _session() as session:
-        change_project(session, name, changes)
+        change_project(session, name, changes, by=cli_actor())
     err_console.print(f"project {name} updated", highlight=False)
 
 
@@ -173,7 +176,7 @@ def create_api_key(
 ) -> None:
     """Make a key and print it alone on standard output (KEY=$(grpo keys create ...)): it is shown this once."""
     with _session() as session:
-        row, key = create_key(session, project, role, name)
+        row, key = create_key(session, project, role, name, by=cli_actor())
     typer.echo(key)
     err_console.print(
         f"key {row.prefix}... ({role.value} of project {project}) created: it is shown only now", highlight=False
@@ -204,5 +207,45 @@ def list_api_keys(
 def revoke(prefix: str) -> None:
     """Revoke the key with this prefix: from now on it authenticates nothing."""
     with _session() as session:
-        revoke_key(session, prefix)
+        revoke_key(session, prefix, by=cli_actor())
     err_console.print(f"key {prefix} revoked", highlight=False)
+
+
+def _details(data: dict[str, Any] | None) -> str:
+    """An audit entry's data on one line: `max_gpus 2 -> 4` for a limit changed, `role=member` otherwise."""
+    parts = []
+    for name, value in (data or {}).items():
+        if isinstance(value, dict) and set(value) == {"old", "new"}:
+            parts.append(f"{name} {_shown(value['old'])} -> {_shown(value['new'])}")
+        else:
+            parts.append(f"{name}={_shown(value)}")
+    return ", ".join(parts) or "-"
+
+
+def _shown(value: Any) -> str:
+    return NO_LIMIT if value is None else str(value)
+
+
+def show_audit(
+    project: Annotated[str | None, typer.Option(help="Only changes to this project.")] = None,
+    after: Annotated[int, typer.Option(help="Entries after this id (the last one a page showed).")] = 0,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Entries to show.")] = 100,
+) -> None:
+    """Who changed keys, projects and their limits, secrets and files, oldest first: the key (by prefix) or
+    cli:<user>. (A job's own changes are its events: `grpo events JOB_ID`.)"""
+    table = Table("id", "when", "actor", "action", "project", "target", "details")
+    with _session() as session:
+        page = list_audit(session, project, after=after, limit=limit)
+        for row in page.items:
+            table.add_row(
+                str(row.id),
+                _when(row.created_at),
+                row.actor,
+                row.action,
+                row.project or "-",
+                row.target or "-",
+                _details(row.data),
+            )
+    console.print(table if page.items else "no audit entries", highlight=False)
+    if page.has_more:
+        err_console.print(f"more: grpo audit --after {page.items[-1].id}", highlight=False)

@@ -113,6 +113,22 @@ class Client:
         page: dict[str, Any] = _check(self.http.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}))
         return list(page["data"])
 
+    def set_secret(self, name: str, value: str, project: str | None = None) -> tuple[dict[str, Any], bool]:
+        """POST /v1/secrets: the secret as listed (never its value), and whether it was new."""
+        params = {"project": project} if project else None
+        response = self.http.post("/v1/secrets", json={"name": name, "value": value}, params=params)
+        secret: dict[str, Any] = _check(response)
+        return secret, response.status_code == 201
+
+    def secrets(self, project: str | None = None) -> list[dict[str, Any]]:
+        """GET /v1/secrets: the project's secrets by name."""
+        page: dict[str, Any] = _check(self.http.get("/v1/secrets", params={"project": project} if project else None))
+        return list(page["data"])
+
+    def delete_secret(self, name: str, project: str | None = None) -> None:
+        """DELETE /v1/secrets/{name}."""
+        _check(self.http.delete(f"/v1/secrets/{name}", params={"project": project} if project else None))
+
     def follow(
         self, job_id: str, interval: float = 0.5, on_status: Callable[[dict[str, Any]], None] | None = None
     ) -> Iterator[dict[str, Any]]:

@@ -27,6 +27,7 @@ SHOWN = [
     ("loss", "loss"),
     ("learning_rate", "learning rate"),
 ]
+AGENT_SHOWN = [("tools/call_frequency", "tool calls"), ("tools/failure_frequency", "tool failures")]
 SAMPLE_SECONDS = 2.0
 SAMPLE_CHARS = 300
 
@@ -47,9 +48,20 @@ def _number(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _turn(message: dict[str, Any]) -> str:
+    """One turn of a conversation; a tool's result names the tool, an assistant's tool calls follow it."""
+    who = f"tool {message.get('name') or ''}".strip() if message.get("role") == "tool" else message.get("role")
+    calls = [
+        f"  -> {call.get('function', {}).get('name')}({call.get('function', {}).get('arguments')})"
+        for call in message.get("tool_calls") or []
+        if isinstance(call, dict)
+    ]
+    return "\n".join([f"{who}: {message.get('content')}", *calls])
+
+
 def _text(value: Any) -> str:
     if isinstance(value, list):
-        value = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in value if isinstance(m, dict))
+        value = "\n".join(_turn(m) for m in value if isinstance(m, dict))
     text = str(value)
     return text if len(text) <= SAMPLE_CHARS else text[:SAMPLE_CHARS] + "…"
 
@@ -95,8 +107,10 @@ class JobView:
             (job.get("name") or job["id"], "bold"), "  ", status, f"  attempt {job.get('attempt', 0)}"
         )
         metrics = Table.grid(padding=(0, 3))
-        metrics.add_row(*[Text(label, style="dim") for _, label in SHOWN])
-        metrics.add_row(*[_number(self.latest.get(key)) for key, _ in SHOWN])
+        # An agent's job also shows how often its model called tools, and how often they failed.
+        shown = SHOWN + [(key, label) for key, label in AGENT_SHOWN if key in self.latest]
+        metrics.add_row(*[Text(label, style="dim") for _, label in shown])
+        metrics.add_row(*[_number(self.latest.get(key)) for key, _ in shown])
         parts: list[RenderableType] = [title, self.progress, metrics]
         if self.rewards:
             parts.append(Text.assemble(("reward  ", "dim"), (sparkline([r for _, r in self.rewards]), "cyan")))
@@ -112,6 +126,8 @@ class JobView:
                 (f"{rewards}; advantage {_number(self.sample.get('advantage'))}", "dim"),
             )
             parts.append(Panel(body, title=f"newest sample (step {self.sample.get('step')})", title_align="left"))
+        if job.get("status_reason"):
+            parts.append(Text(f"waiting: {job['status_reason']}", style="yellow"))
         if job.get("error"):
             parts.append(Text(job["error"], style="red"))
         return Group(*parts)

@@ -14,10 +14,12 @@ import typer
 import yaml
 from rich.console import Console
 
-from cli.access import ensure_local_key, keys, projects, require_a_key
+from cli.access import ensure_local_key, keys, projects, require_a_key, show_audit
 from cli.client import ApiRefused, Client, key_for
 from cli.database import err_console, fail, prepare_database, printable_url
 from cli.display import print_progress
+from cli.secrets import secret_key, secrets
+from shared.access.secrets import ensure_key_file
 from shared.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -29,6 +31,9 @@ app = typer.Typer(
 console = Console()
 app.add_typer(projects, name="projects")
 app.add_typer(keys, name="keys")
+app.add_typer(secrets, name="secrets")
+app.command("secret-key")(secret_key)
+app.command("audit")(show_audit)
 
 PortOption = Annotated[int, typer.Option(help="Port the API listens on.")]
 HostOption = Annotated[str, typer.Option(help="Address the API binds to.")]
@@ -94,6 +99,9 @@ def up(port: PortOption = 8000, host: HostOption = "127.0.0.1") -> None:
         highlight=False,
     )
     key = ensure_local_key(settings)
+    kept = ensure_key_file(settings)  # the projects' secrets are encrypted with it (unless GRPO_SECRET_KEY is set)
+    if kept is not None:
+        console.print(f"secrets are encrypted with the key in {kept} (mode 0600)", highlight=False)
     where = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     # Plain lines, never wrapped: the link must stay whole to be clicked or copied.
     typer.echo(f"dashboard (this link signs you in): http://{where}:{port}/login?key={key}")

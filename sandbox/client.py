@@ -75,10 +75,21 @@ class Sandbox:
     """A sandbox process hosting the Python rewards of one job (or the rewards of one preview)."""
 
     def __init__(
-        self, entries: list[dict[str, Any]], scratch: Path, limits: SandboxLimits, log: IO[Any] | None = None
+        self,
+        entries: list[dict[str, Any]],
+        scratch: Path,
+        limits: SandboxLimits,
+        log: IO[Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        environments: list[dict[str, Any]] | None = None,
     ) -> None:
-        """`entries` are `sandbox_entry`s; calls name a reward by its entry's `name`."""
+        """`entries` are `sandbox_entry`s; calls name a reward by its entry's `name`. `tools` and `environments`
+        are the agent's (see worker/agents.py): tools are called by function name, environments made by name."""
         self.sources = entries
+        self.tools = tools or []
+        self.environments = environments or []
+        # How many times the process was started: an environment handle lives only as long as its process.
+        self.generation = 0
         self.scratch = scratch
         self.limits = limits
         self.log = log
@@ -109,9 +120,12 @@ class Sandbox:
                 "memory_mb": self.limits.memory_mb,
                 "parent": os.getpid(),
                 "sources": self.sources,
+                "tools": self.tools,
+                "environments": self.environments,
                 "require_kernel": self.limits.require_kernel,
             }
         )
+        self.generation += 1
         ready = self._receive(START_SECONDS, "starting the reward sandbox")
         if "confinement" in ready:
             self.confinement = Confinement(**ready["confinement"])
@@ -168,6 +182,21 @@ class Sandbox:
             [(str(m[0]), float(m[1])) for m in answer["metrics"]],
             [(str(e[0]), list(e[1])) for e in answer["extras"]],
         )
+
+    def request(self, message: dict[str, Any], what: str) -> dict[str, Any]:
+        """Send a tool or environment request (`kind`: tool, env_new, env_call, env_drop, stats); its answer.
+        Raises RewardCallFailed when the code raised (the message names `what`), ran too long, or the sandbox died."""
+        if not self.alive():
+            self.start()
+        self._calls += 1
+        self._send({"id": self._calls, **message})
+        answer = self._receive(self.limits.timeout_seconds, what)
+        if "error" in answer:
+            error = answer["error"]
+            raise RewardCallFailed(
+                f"{what} raised {error['type']}: {error['message']}{error['where']}", error["traceback"]
+            )
+        return answer
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None

@@ -3,8 +3,9 @@
 It is started with an empty environment in its own scratch directory. Before it runs any user code it limits its
 memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), has the kernel confine it
 (`confinement.py`: Landlock and seccomp, for files, network and processes), and installs an audit hook that says
-the same rules in words a reward's author can act on. Then it compiles the users' reward sources and answers calls,
-one JSON line in and one out.
+the same rules in words a reward's author can act on. Then it compiles the users' reward, tool and environment
+sources and answers calls, one JSON line in and one out: rewards, tool calls, and environment instances created,
+called (reset, tools, get_reward) and dropped by handle.
 
 Only the standard library, this file and (when the sandbox also hosts built-in rewards, as the API's preview asks)
 `sandbox.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
@@ -147,25 +148,104 @@ def install_audit_hook(scratch: str) -> None:
     sys.addaudithook(hook)
 
 
+def _run_source(entry: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Run a user's source as a module of its own; its namespace. Tracebacks name it by its place in the spec."""
+    filename = f"<{entry['path']}>"
+    linecache.cache[filename] = (len(entry["source"]), None, entry["source"].splitlines(keepends=True), filename)
+    namespace: dict[str, Any] = {"__name__": f"grpo_{kind}_{entry['name']}", "__builtins__": __builtins__}
+    exec(compile(entry["source"], filename, "exec"), namespace)
+    return namespace
+
+
+def _defined(namespace: dict[str, Any], name: str, what: str) -> Any:
+    value = namespace.get(name)
+    if not callable(value):
+        raise NameError(f"the source does not define a callable {what} {name!r}")
+    return value
+
+
 def _compile(sources: list[dict[str, Any]], build_builtin: Any) -> dict[str, Any]:
     functions: dict[str, Any] = {}
     for entry in sources:
         if "builtin" in entry:
             functions[entry["name"]] = build_builtin(entry["builtin"])
             continue
-        filename = f"<{entry['path']}>"
-        linecache.cache[filename] = (len(entry["source"]), None, entry["source"].splitlines(keepends=True), filename)
-        namespace: dict[str, Any] = {"__name__": f"grpo_reward_{entry['name']}", "__builtins__": __builtins__}
-        exec(compile(entry["source"], filename, "exec"), namespace)
-        function = namespace.get(entry["function"])
-        if not callable(function):
-            raise NameError(f"the source does not define a callable {entry['function']!r}")
-        functions[entry["name"]] = function
+        functions[entry["name"]] = _defined(_run_source(entry, "reward"), entry["function"], "function")
     return functions
 
 
+class Agents:
+    """The tools and environments of a job, hosted here: tools by name, environment instances by handle."""
+
+    def __init__(self, tools: list[dict[str, Any]], environments: list[dict[str, Any]]) -> None:
+        self.tools: dict[str, Any] = {}
+        for entry in tools:
+            namespace = _run_source(entry, "tool")
+            for name in entry["functions"]:
+                self.tools[name] = _defined(namespace, name, "tool function")
+        self.classes = {
+            entry["name"]: _defined(_run_source(entry, "environment"), entry["class"], "environment class")
+            for entry in environments
+        }
+        self.instances: dict[int, Any] = {}
+        # What ran here, by tool (or environment method): calls, and those that raised.
+        self.calls: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+
+    def answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        kind = request["kind"]
+        if kind == "tool":
+            return self._counted(request["name"], self.tools[request["name"]], request["arguments"])
+        if kind == "env_new":
+            # The request's id: unique for the client's whole life, so a handle from before a restart never
+            # names a new instance.
+            self.instances[request["id"]] = self.classes[request["environment"]]()
+            return {"handle": request["id"]}
+        if kind == "env_call":
+            instance = self.instances.get(request["handle"])
+            if instance is None:
+                raise LookupError("the environment is gone (its sandbox was restarted after a call ran too long)")
+            method = request["method"]
+            if method in ("reset", "get_reward"):
+                return {"value": _resolved(getattr(instance, method)(**request["arguments"]))}
+            return self._counted(method, getattr(instance, method), request["arguments"])
+        if kind == "env_drop":
+            self.instances.pop(request["handle"], None)
+            return {}
+        if kind == "stats":
+            return {"calls": self.calls, "failures": self.failures}
+        raise ValueError(f"unknown request kind {kind!r}")
+
+    def _counted(self, name: str, function: Any, arguments: dict[str, Any]) -> dict[str, Any]:
+        self.calls[name] = self.calls.get(name, 0) + 1
+        try:
+            result = _resolved(function(**arguments))
+        except BaseException:
+            self.failures[name] = self.failures.get(name, 0) + 1
+            raise
+        if isinstance(result, list):
+            try:
+                json.dumps(result)
+                return {"content": result}
+            except (TypeError, ValueError):
+                pass
+        return {"text": str(result)}
+
+    def environments_of(self, handles: list[int | None]) -> list[Any]:
+        """The instances a reward function gets as `environments` (TRL passes one per completion)."""
+        return [None if handle is None else self.instances.get(handle) for handle in handles]
+
+
+def _resolved(value: Any) -> Any:
+    return asyncio.run(value) if inspect.isawaitable(value) else value  # type: ignore[arg-type]
+
+
+# Where the users' sources are, in tracebacks: the spec fields they came from.
+USER_SOURCES = ("<reward_funcs[", "<tools[", "<environment_factory")
+
+
 def _describe(error: BaseException, limit_mb: int) -> dict[str, Any]:
-    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith("<reward_funcs[")]
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename.startswith(USER_SOURCES)]
     where = ""
     if frames:
         frame = frames[-1]
@@ -203,11 +283,13 @@ class _BadResult(Exception):
     """The function returned, but not a usable list of rewards."""
 
 
-def call(function: Any, request: dict[str, Any]) -> dict[str, Any]:
+def call(function: Any, request: dict[str, Any], agents: Agents | None = None) -> dict[str, Any]:
     """Call a reward function as TRL does; the rewards, and what it asked to log."""
     metrics: list[tuple[str, float]] = []
     extras: list[tuple[str, list[Any]]] = []
     kwargs = dict(request["kwargs"])
+    if agents is not None and isinstance(kwargs.get("environments"), list):
+        kwargs["environments"] = agents.environments_of(kwargs["environments"])
     state = kwargs.pop("trainer_state", None)
     kwargs["trainer_state"] = SimpleNamespace(**state) if isinstance(state, dict) else state
     kwargs["log_metric"] = lambda name, value: metrics.append((str(name), float(value)))
@@ -243,6 +325,7 @@ def main() -> None:
         return
     try:
         functions = _compile(setup["sources"], build_builtin)
+        agents = Agents(setup.get("tools", []), setup.get("environments", []))
     except BaseException as error:
         answer = {"ready": False, "error": _describe(error, setup["memory_mb"]), "confinement": asdict(confinement)}
         protocol_out.write(json.dumps(answer) + "\n")
@@ -251,7 +334,10 @@ def main() -> None:
     for line in protocol_in:
         request = json.loads(line)
         try:
-            answer = {"id": request["id"], **call(functions[request["reward"]], request)}
+            if "kind" in request:
+                answer = {"id": request["id"], **agents.answer(request)}
+            else:
+                answer = {"id": request["id"], **call(functions[request["reward"]], request, agents)}
         except _BadResult as error:
             answer = {"id": request["id"], "bad_result": str(error)}
         except BaseException as error:

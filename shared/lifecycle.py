@@ -13,7 +13,9 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import quotas
 from shared.access.projects import DEFAULT_PROJECT
+from shared.access.secrets import missing_secrets
 from shared.queue import dispatch
 from shared.settings import Settings
 from shared.spec.job import JobSpec, check_files, file_ids
@@ -71,7 +73,8 @@ def submit_job(
     actor: Actor = DEFAULT_ACTOR,
 ) -> tuple[Job, bool]:
     """Store a validated spec as a queued job of the actor's project and send it to the workers; returns (job,
-    replayed). The spec may name only files of that project.
+    replayed). The spec may name only files and secrets of that project, and must fit its limits (SpecError,
+    QuotaExceeded).
 
     With an Idempotency-Key, the same key and spec return the job first submitted with them (replayed=True);
     the same key with another spec raises IdempotencyConflict. The row is committed before the message is sent, so
@@ -87,9 +90,10 @@ def submit_job(
         with database.session() as session:
             # The files it names are share-locked until the job is stored: a delete waits, then sees the job.
             columns = files.file_columns(session, file_ids(spec), lock=True, project=actor.project)
-            problems = check_files(spec, columns)
+            problems = check_files(spec, columns) + missing_secrets(session, actor.project, spec.secrets)
             if problems:
                 raise SpecError(problems)
+            quotas.check_submit(session, actor.project, spec)
             job = jobs.create_job(session, spec, idempotency_key, actor.project, actor.key_prefix)
             _explain_if_unholdable(session, settings, job)
     except IntegrityError:
@@ -185,9 +189,12 @@ def pause_job(database: Database, job_id: str, actor: Actor = DEFAULT_ACTOR) -> 
 def resume_job(
     database: Database, celery_app: Celery, settings: Settings, job_id: str, actor: Actor = DEFAULT_ACTOR
 ) -> None:
-    """Queue a paused job again; a worker continues it from its latest checkpoint."""
-    _current(database, job_id, actor)
+    """Queue a paused job again; a worker continues it from its latest checkpoint. QuotaExceeded when its
+    project's queue is full."""
+    job = _current(database, job_id, actor)
     with database.session() as session:
+        if job.status == JobStatus.PAUSED:
+            quotas.check_queue(session, job.project)
         moved = transition(
             session,
             job_id,

@@ -11,8 +11,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from limits import parse_many
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The stores the rate limits' counters may live in (those whose client the service installs).
+RATE_LIMIT_STORAGE_SCHEMES = ("memory", "redis", "rediss", "redis+unix")
 
 
 class Settings(BaseSettings):
@@ -53,6 +57,12 @@ class Settings(BaseSettings):
         default=None,
         description="The key the command line (`grpo submit`, `watch`, `jobs`, ...) sends; default: the one "
         "`grpo up` wrote to <data dir>/api-key.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="The Fernet key projects' secrets are encrypted with at rest (`grpo secret-key` makes one); the "
+        "API and every worker need the same. Several, comma-separated, for a rotation: the first encrypts, each "
+        "decrypts. Default: the file <data dir>/secret-key, which `grpo up` makes.",
     )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default=["127.0.0.1", "localhost", "::1"],
@@ -102,6 +112,24 @@ class Settings(BaseSettings):
         default=4, ge=1, description="Reward previews one API process runs at once (each starts a sandbox); more: 429."
     )
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset file POST /v1/files takes.")
+    rate_limit_submit: str | None = Field(
+        default="120/minute",
+        description="Job submits (POST /v1/jobs) one key may make, as COUNT/PERIOD (`120/minute`; several as "
+        "`10/second;500/hour`); more are a 429 with Retry-After. `off` (or empty): no limit.",
+    )
+    rate_limit_preview: str | None = Field(
+        default="120/minute",
+        description="Reward previews (POST /v1/rewards/preview) one key may ask for, as COUNT/PERIOD; `off`: no limit.",
+    )
+    rate_limit_upload: str | None = Field(
+        default="60/minute",
+        description="Uploads (POST /v1/files) one key may make, as COUNT/PERIOD; `off`: no limit.",
+    )
+    rate_limit_storage_url: str | None = Field(
+        default=None,
+        description="Where the rate limits' counters live, shared by every API process: `redis://...` or "
+        "`memory://` (each process its own). Default: the broker's Redis, else memory.",
+    )
     default_save_steps: int | None = Field(
         default=None,
         gt=0,
@@ -205,6 +233,11 @@ class Settings(BaseSettings):
         """Where `grpo up` keeps the key of its single user (mode 0600), and the command line looks for it."""
         return self.data_dir / "api-key"
 
+    @property
+    def secret_key_file(self) -> Path:
+        """Where the key of secrets is kept when GRPO_SECRET_KEY is unset (mode 0600; `grpo up` makes it)."""
+        return self.data_dir / "secret-key"
+
     @field_validator("model_roots", "dataset_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: Any) -> Any:
@@ -213,6 +246,41 @@ class Settings(BaseSettings):
             return value
         roots = [part.strip() for part in re.split(f"[{re.escape(os.pathsep)},]", value) if part.strip()]
         return roots or None
+
+    @field_validator("rate_limit_submit", "rate_limit_preview", "rate_limit_upload")
+    @classmethod
+    def _rate_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """The limit as written (`2/minute`), or None for `off`; a value `limits` cannot read is refused at startup,
+        naming the setting."""
+        text = (value or "").strip()
+        if text.lower() in ("", "off"):
+            return None
+        setting = f"GRPO_{str(info.field_name).upper()}"
+        try:
+            items = parse_many(text)
+        except ValueError:
+            raise ValueError(
+                f"{setting}={text!r} is not a rate limit: write COUNT/PERIOD (second, minute, hour or day), e.g. "
+                f"120/minute or 10/second;500/hour, or off for no limit"
+            ) from None
+        if any(item.amount < 1 for item in items):
+            raise ValueError(f"{setting}={text!r} allows nothing: give a count of at least 1, or off for no limit")
+        return text
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_limit_storage(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        scheme = value.partition("://")[0]
+        if scheme not in RATE_LIMIT_STORAGE_SCHEMES:
+            # Named by its scheme alone: the URL may hold a password.
+            raise ValueError(
+                f"GRPO_RATE_LIMIT_STORAGE_URL: {scheme!r} is not a store the rate limits can count in: give "
+                "redis://HOST:PORT/DB (rediss:// with TLS, redis+unix:///PATH for a socket) or memory:// (each API "
+                "process counts alone)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _roots_or_anywhere(self) -> Settings:
@@ -249,6 +317,15 @@ class Settings(BaseSettings):
         if self.metrics_flush_interval is not None:
             return self.metrics_flush_interval
         return 0.1 if self.effective_database_url.startswith("sqlite") else 0.25
+
+    @property
+    def effective_rate_limit_storage_url(self) -> str:
+        """Where the rate limits count: the setting; else the broker's Redis (shared by every API process); else
+        this process's memory (the embedded default)."""
+        if self.rate_limit_storage_url:
+            return self.rate_limit_storage_url
+        broker = self.effective_broker_url
+        return broker if broker.partition("://")[0] in ("redis", "rediss") else "memory://"
 
     @property
     def is_embedded_broker(self) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 
 from shared.access.keys import PREFIX_LENGTH, revoke_key
 from shared.settings import Settings
@@ -21,9 +22,10 @@ PROMPTS_JSONL = b'{"prompt": "What is 2+2?"}\n{"prompt": "Say hi."}\n'
 
 @contextlib.contextmanager
 def serve_for_module(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Service]:
-    """`grpo serve` on the embedded default with no worker (as the `api_only` fixture), for a whole module."""
+    """`grpo serve` on the embedded default with no worker (as the `api_only` fixture), for a whole module; with a
+    key of secrets, so that /v1/secrets works."""
     folder = tmp_path_factory.mktemp(name)
-    service = Service(base_env(folder / "data"), folder)
+    service = Service(base_env(folder / "data", secret_key=Fernet.generate_key().decode()), folder)
     try:
         service.start_api("serve")
         yield service

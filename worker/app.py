@@ -10,6 +10,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready, worker_shutting_down
 
+from shared.access.secrets import KEY_SETTING
 from shared.queue import RUN_JOB_TASK, make_celery
 from shared.settings import Settings
 from shared.spec.resources import gpu_count, queues_for_worker
@@ -81,6 +82,9 @@ def run_worker(settings: Settings, loglevel: str = "INFO") -> None:
     """Run a worker in the foreground: one job at a time (solo pool), each trained in its own child process."""
     from worker.training_process import start_forkserver
 
+    # The key to every project's secrets stays in `settings`: no process the worker starts (its forkserver, and
+    # from it each job's training process) has it in its environment, where /proc/<pid>/environ would show it.
+    os.environ.pop(KEY_SETTING, None)
     devices = detect_devices(settings)
     start_forkserver()
     app, context = create_worker_app(settings, devices)

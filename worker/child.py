@@ -17,6 +17,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 
+from shared.access.secrets import KEY_SETTING
 from shared.settings import Settings
 from worker.protocol import WorkerLink
 
@@ -30,10 +31,25 @@ def _redirect_output(log_path: str) -> None:
     os.close(log_fd)
 
 
-def child_main(settings: Settings, job_id: str, attempt: int, connection: Connection, worker_gpus: int = 0) -> None:
-    """Train job `job_id` as claim `attempt` on the worker's `worker_gpus` GPUs and send its Outcome to the
-    worker."""
+def _enter_secrets(secrets: dict[str, str]) -> None:
+    """The job's secrets join this process's environment (its ranks and its vLLM server inherit it; its reward
+    sandbox starts with a clean one), and the key that decrypts every project's secrets leaves it."""
+    os.environ.pop(KEY_SETTING, None)
+    os.environ.update(secrets)
+
+
+def child_main(
+    settings: Settings,
+    job_id: str,
+    attempt: int,
+    connection: Connection,
+    worker_gpus: int = 0,
+    secrets: dict[str, str] | None = None,
+) -> None:
+    """Train job `job_id` as claim `attempt` on the worker's `worker_gpus` GPUs, with the job's `secrets` in its
+    environment, and send its Outcome to the worker."""
     os.setsid()
+    _enter_secrets(secrets or {})
     job_dir = settings.job_dir(job_id)
     job_dir.mkdir(parents=True, exist_ok=True)
     _redirect_output(str(job_dir / "train.log"))

@@ -21,8 +21,12 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
+from shared import quotas
+from shared.access.projects import DEFAULT_PROJECT
+from shared.access.secrets import SecretUnavailable, job_environment
 from shared.queue import dispatch
 from shared.settings import Settings
+from shared.spec.job import JobSpec
 from shared.spec.resources import gpu_count
 from shared.store import jobs, workers
 from shared.store.db import Database
@@ -63,11 +67,18 @@ def execute_job(context: WorkerContext, job_id: str) -> None:
     """Run job `job_id` if it is still queued; any other status means someone else owns it or it is over."""
     settings, database = context.settings, context.database
     with database.session() as session:
+        # In one transaction: the project's slots stay locked until the claim that takes one commits.
+        reason = quotas.hold_reason(session, job_id)
+        if reason is not None:
+            quotas.hold(session, job_id, reason)
+            log.info("job %s waits: %s", job_id, reason)
+            return
         attempt = claim(session, job_id, context.name, settings.lease_seconds)
         if attempt is None:
             job = jobs.get_job(session, job_id)
             log.info("job %s is %s, not queued: nothing to do", job_id, job.status if job else "missing")
             return
+        project = session.scalar(select(Job.project).where(Job.id == job_id)) or DEFAULT_PROJECT
     log.info("job %s claimed (attempt %d)", job_id, attempt)
     context.idle_since = None
     _show_current_job(context, job_id)
@@ -76,6 +87,11 @@ def execute_job(context: WorkerContext, job_id: str) -> None:
     finally:
         context.idle_since = time.monotonic()
         _show_current_job(context, None)
+        # Its slot is free: the project's next held job may start (on this worker or another).
+        try:
+            quotas.release_held(database, context.celery, settings, project)
+        except SQLAlchemyError:
+            log.warning("job %s: could not release its project's held jobs (the sweep will)", job_id, exc_info=True)
 
 
 def _show_current_job(context: WorkerContext, job_id: str | None) -> None:
@@ -91,7 +107,8 @@ def _show_current_job(context: WorkerContext, job_id: str | None) -> None:
 def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
     process: TrainingProcess | None = None
     try:
-        process = TrainingProcess(context.settings, job_id, attempt, gpu_count(context.devices))
+        secrets = _job_secrets(context, job_id)
+        process = TrainingProcess(context.settings, job_id, attempt, gpu_count(context.devices), secrets)
         with context.database.session() as session:
             add_event(
                 session,
@@ -101,12 +118,25 @@ def _run_claimed(context: WorkerContext, job_id: str, attempt: int) -> None:
                 {"pid": process.pid, "attempt": attempt, "log": str(process.log_path)},
             )
         _supervise(context, job_id, attempt, process)
+    except SecretUnavailable as error:  # before any process started: the job fails, saying which secret and why
+        _finish(context.database, job_id, attempt, Outcome.failed(str(error)))
     except BaseException as error:
         # The worker itself is failing: end the child, and leave no job `running` for nobody.
         if process is not None:
             process.kill()
         _finish(context.database, job_id, attempt, Outcome.failed(f"the worker failed while training: {error!r}"))
         raise
+
+
+def _job_secrets(context: WorkerContext, job_id: str) -> dict[str, str]:
+    """The secrets the job names, decrypted for its training process (never logged); SecretUnavailable when one
+    was deleted since the job was submitted or this worker's key does not open it."""
+    with context.database.session() as session:
+        job = jobs.get_job(session, job_id)
+        if job is None:
+            return {}
+        names = JobSpec.model_validate(job.spec).secrets
+        return job_environment(session, context.settings, job.project, names)
 
 
 def _supervise(context: WorkerContext, job_id: str, attempt: int, process: TrainingProcess) -> None:

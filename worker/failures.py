@@ -28,8 +28,23 @@ READABLE_ERRORS = (
 )
 
 
+_TOOL_TEMPLATE_FIX = (
+    "the job has tools, so the model's chat template must render tool calls and TRL must know how to parse them: "
+    "train a model whose template supports tools (Qwen2.5, Qwen3, Llama 3.1+, ...; `grpo tiny-model DIR "
+    "--tool-calling` builds a tiny one)"
+)
+# What TRL says at run time that only the worker can know, and the fix to add to it (by a part of TRL's message).
+FIXES = {
+    "does not support tool calling": _TOOL_TEMPLATE_FIX,
+    "failed to add response schema": _TOOL_TEMPLATE_FIX,
+}
+
+
 def stage_error(stage: str, error: BaseException) -> TrainingFailed:
     """`error`, raised while the run was at `stage`, as the TrainingFailed a user reads."""
     if isinstance(error, READABLE_ERRORS):
         return TrainingFailed(f"{stage}: {error}")
+    fix = next((fix for words, fix in FIXES.items() if words in str(error)), None)
+    if fix is not None:
+        return TrainingFailed(f"{stage}: {type(error).__name__}: {error} ({fix})")
     return TrainingFailed(f"{stage}: {type(error).__name__}: {error}")

@@ -5,6 +5,7 @@
 - A queued job whose message an idle worker never received lost its message (Redis restarted without
   persistence, FLUSHALL, a worker killed holding it): it is sent again. Only an idle worker resends, because an
   idle worker would have received a message still in the queue; a duplicate is harmless anyway (claims decide).
+- A queued job held by its project's limits is sent again once a slot is free (shared/quotas.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from datetime import timedelta
 
+from shared import quotas
 from shared.queue import dispatch
 from shared.spec.resources import gpu_count
 from shared.store import jobs, workers
@@ -90,12 +92,21 @@ def resend_lost_messages(context: WorkerContext) -> None:
             add_event(session, job_id, "info", "message sent again: the broker had lost it")
 
 
+def release_held_jobs(context: WorkerContext) -> None:
+    """Send again the jobs held by their project's limits that fit a free slot now (a job ended where no worker saw
+    it end, or one submitted before them was cancelled), if none was sent in the last sweep period."""
+    settings = context.settings
+    for job_id in quotas.release_all_held(context.database, context.celery, settings, settings.sweep_seconds):
+        log.info("job %s: its project has a free slot; sent to the workers", job_id)
+
+
 def sweep(context: WorkerContext) -> None:
-    """One pass of both checks, and this worker's heartbeat in the registry."""
+    """One pass of the three checks, and this worker's heartbeat in the registry."""
     with context.database.session() as session:
         workers.heartbeat(session, context.name, context.current_job)
     requeue_expired(context)
     resend_lost_messages(context)
+    release_held_jobs(context)
 
 
 class Reconciler(threading.Thread):

@@ -20,7 +20,8 @@ from sandbox.client import BadRewards, RewardCallFailed, Sandbox, SandboxLimits,
 from shared.spec.rewards import ModelReward, PythonReward, RewardSpec
 from worker.model_paths import check_model_reference
 
-# Keyword arguments TRL passes that cannot cross to the sandbox as JSON (it gets stand-ins it can call).
+# Keyword arguments TRL passes that cannot cross to the sandbox as JSON (it gets stand-ins it can call, and the
+# environments by handle).
 LOCAL_ONLY = ("log_metric", "log_extra", "environments")
 TRAINER_STATE_FIELDS = ("global_step", "max_steps", "epoch", "num_train_epochs", "logging_steps", "save_steps")
 
@@ -76,13 +77,22 @@ def _trainer_state(state: Any) -> dict[str, Any] | None:
     return {key: getattr(state, key, None) for key in TRAINER_STATE_FIELDS}
 
 
+def _to_sandbox(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Make TRL's keyword arguments fit to cross to the sandbox (in place); returns those that stay here."""
+    local = {key: kwargs.pop(key, None) for key in LOCAL_ONLY}
+    kwargs["trainer_state"] = _trainer_state(kwargs.get("trainer_state"))
+    if local["environments"] is not None:
+        # The rollouts' environments live in this same sandbox: the reward gets the instances themselves.
+        kwargs["environments"] = [getattr(env, "handle", None) for env in local["environments"]]
+    return local
+
+
 def sandboxed(sandbox: Sandbox, spec: PythonReward) -> Callable[..., Any]:
     """The callable TRL calls for a Python reward: the call runs in the sandbox."""
     name = spec.reward_name
 
     def reward(**kwargs: Any) -> list[float | None]:
-        local = {key: kwargs.pop(key, None) for key in LOCAL_ONLY}
-        kwargs["trainer_state"] = _trainer_state(kwargs.get("trainer_state"))
+        local = _to_sandbox(kwargs)
         completions = kwargs["completions"]
         try:
             result = sandbox.call(name, kwargs)
@@ -123,13 +133,20 @@ class Rewards:
 
 
 def build_reward_funcs(
-    specs: list[RewardSpec], scratch: Path, limits: SandboxLimits, log: IO[Any] | None = None
+    specs: list[RewardSpec],
+    scratch: Path,
+    limits: SandboxLimits,
+    log: IO[Any] | None = None,
+    tools: list[dict[str, Any]] | None = None,
+    environments: list[dict[str, Any]] | None = None,
 ) -> Rewards:
-    """What GRPOTrainer's `reward_funcs` takes, in spec order; the Python ones share one sandbox in `scratch`."""
+    """What GRPOTrainer's `reward_funcs` takes, in spec order; the Python ones share one sandbox in `scratch`, with
+    the job's tools and environments (worker/agents.py), when it has any."""
     python = [
         sandbox_entry(spec, f"reward_funcs[{i}]") for i, spec in enumerate(specs) if isinstance(spec, PythonReward)
     ]
-    sandbox = Sandbox(python, scratch, limits, log) if python else None
+    needed = python or tools or environments
+    sandbox = Sandbox(python, scratch, limits, log, tools, environments) if needed else None
     if sandbox is not None:
         try:
             sandbox.start()

@@ -7,10 +7,11 @@ preloads it, so every training child starts with them already imported.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from datasets import Dataset
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOConfig, GRPOTrainer
 
+from sandbox.agent_sources import sandbox_environments, sandbox_tools
 from sandbox.client import SandboxLimits
 from shared.settings import Settings
 from shared.spec.job import JobSpec
@@ -26,6 +28,7 @@ from shared.store.checkpoints import FINAL_MODEL, record_checkpoint
 from shared.store.db import Database
 from shared.store.events import add_event
 from shared.store.models import UploadedFile
+from worker.agents import build_environment_factory, build_tools, sandbox_counts
 from worker.callbacks import CheckpointCallback, ControlCallback, directory_size
 from worker.config import accelerate_mixed_precision, build_config
 from worker.data import load_prompts
@@ -68,10 +71,13 @@ class TrainerInputs:
     """What the trainer is built from, each prepared (and checked) in a stage of its own before the model loads."""
 
     config: GRPOConfig
-    train_dataset: Dataset
+    train_dataset: Dataset | None  # None: the environment owns the data
     eval_dataset: Dataset | None
     rewards: Rewards
     resume_from: str | None  # the checkpoint an earlier claim saved, or None to start over
+    # The agent's tools and environments (worker/agents.py): stand-ins whose calls run in the rewards' sandbox.
+    tools: list[Any] = field(default_factory=list)
+    environment_factory: Any = None  # a class, or a dict of classes by name
 
 
 def train(
@@ -111,6 +117,7 @@ def _load_run(
 def _train(run: TrainingRun, cleanup: contextlib.ExitStack) -> Outcome:
     rank = is_rank_process()
     if not rank:  # the job's own process (a multi-process job's launcher) starts its vLLM server, if it has one
+        _note_secrets(run)
         _start_vllm_server(run, cleanup)
     if run.spec.resources.process_count() > 1 and not rank:
         if run.link is None:
@@ -120,7 +127,33 @@ def _train(run: TrainingRun, cleanup: contextlib.ExitStack) -> Outcome:
     try:
         return _run_trainer(run, inputs)
     finally:
+        _note_tool_calls(run, inputs)
         inputs.rewards.close()
+
+
+def _note_tool_calls(run: TrainingRun, inputs: TrainerInputs) -> None:
+    """Say what the sandbox itself counted of the tools it ran (beside TRL's tools/call_frequency)."""
+    if not (inputs.tools or inputs.environment_factory) or not is_main_rank():
+        return
+    counts = sandbox_counts(inputs.rewards.sandbox)
+    if counts is None:
+        return
+    total, failed = sum(counts["calls"].values()), sum(counts["failures"].values())
+    run.add_event("info", f"the sandbox ran {total} tool call(s), {failed} of them raised", {"tool_calls": counts})
+
+
+def _note_secrets(run: TrainingRun) -> None:
+    """Tell the job's events which of its secrets this process has in its environment, as it sees them itself: by
+    name only, never a value."""
+    if not run.spec.secrets:
+        return
+    present = [name for name in run.spec.secrets if name in os.environ]
+    missing = [name for name in run.spec.secrets if name not in os.environ]
+    listed = ", ".join(present) or "none"
+    message = f"secrets in the training process's environment (not the reward sandbox's): {listed}"
+    if missing:
+        message += f"; missing: {', '.join(missing)}"
+    run.add_event("info", message, {"secrets": present, "missing_secrets": missing})
 
 
 def _note_confinement(run: TrainingRun, rewards: Rewards) -> None:
@@ -196,7 +229,7 @@ def _prepare(run: TrainingRun, assign_gpus_here: bool) -> TrainerInputs:
         if assign_gpus_here:
             assign_gpus(spec, run.worker_gpus)
         stage = "loading train_dataset"
-        train_dataset = load_prompts(spec.train_dataset, "train_dataset", find_file)
+        train_dataset = load_prompts(spec.train_dataset, "train_dataset", find_file) if spec.train_dataset else None
         stage = "loading eval_dataset"
         eval_dataset = load_prompts(spec.eval_dataset, "eval_dataset", find_file) if spec.eval_dataset else None
         stage = "starting the reward functions"
@@ -205,9 +238,17 @@ def _prepare(run: TrainingRun, assign_gpus_here: bool) -> TrainerInputs:
             settings.reward_memory_mb,
             require_kernel=settings.reward_require_kernel_sandbox,
         )
-        rewards = build_reward_funcs(spec.reward_funcs, run.attempt_dir / "reward-sandbox", limits, sys.stderr)
+        stage = "starting the tools and environments" if spec.tools or spec.environment_factory else stage
+        tools, environments = sandbox_tools(spec), sandbox_environments(spec)
+        rewards = build_reward_funcs(
+            spec.reward_funcs, run.attempt_dir / "reward-sandbox", limits, sys.stderr, tools, environments
+        )
         if main:
             _note_confinement(run, rewards)
+        agent_tools, environment_factory = [], None
+        if rewards.sandbox is not None:
+            agent_tools = build_tools(rewards.sandbox, spec)
+            environment_factory = build_environment_factory(rewards.sandbox, spec)
         stage = "configuring GRPO (args)"
         config = build_config(spec, settings, run.attempt_dir)
         stage = "finding the model"
@@ -216,7 +257,7 @@ def _prepare(run: TrainingRun, assign_gpus_here: bool) -> TrainerInputs:
         resume_from = resume_point(run.database, run.job_id, run.attempt, main)
     except Exception as error:
         raise stage_error(stage, error) from error
-    return TrainerInputs(config, train_dataset, eval_dataset, rewards, resume_from)
+    return TrainerInputs(config, train_dataset, eval_dataset, rewards, resume_from, agent_tools, environment_factory)
 
 
 def _run_trainer(run: TrainingRun, inputs: TrainerInputs) -> Outcome:
@@ -252,6 +293,8 @@ def _run_trainer(run: TrainingRun, inputs: TrainerInputs) -> Outcome:
             eval_dataset=inputs.eval_dataset,
             callbacks=[metrics, control, checkpoints],
             peft_config=build_lora_config(spec),
+            tools=inputs.tools or None,
+            environment_factory=inputs.environment_factory,
         )
         metrics.trainer = trainer
         stage = "training"

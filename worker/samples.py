@@ -16,16 +16,23 @@ from typing import Any
 LOG_FIELDS = ("prompt", "completion", "rewards", "advantages")
 
 
+# What a chat message keeps in a sample: the whole conversation of an agent (its tool calls, each tool's name and
+# result) reads as one; images and other payloads are not for reading.
+MESSAGE_KEYS = ("role", "content", "name", "tool_calls")
+
+
 def _cut(value: Any, max_chars: int) -> Any:
     """A prompt or completion (text, or chat messages) with every text cut to `max_chars`."""
     if isinstance(value, str):
         return value if len(value) <= max_chars else value[:max_chars] + f"[... {len(value) - max_chars} more]"
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_cut(item, max_chars) for item in value]
     if isinstance(value, dict):
-        # Chat messages: keep role and content (images and tool payloads are not samples for reading).
-        return {key: _cut(item, max_chars) for key, item in value.items() if key in ("role", "content")}
-    return value
+        keep = MESSAGE_KEYS if "role" in value else tuple(value)
+        return {str(key): _cut(item, max_chars) for key, item in value.items() if key in keep}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _cut(str(value), max_chars)
 
 
 def _number(value: Any) -> float | None:

@@ -77,13 +77,17 @@ def innermost_frames(log_text: str, count: int = 3) -> list[str]:
 class TrainingProcess:
     """One job's training child."""
 
-    def __init__(self, settings: Settings, job_id: str, attempt: int, worker_gpus: int = 0) -> None:
+    def __init__(
+        self, settings: Settings, job_id: str, attempt: int, worker_gpus: int = 0, secrets: dict[str, str] | None = None
+    ) -> None:
+        """Start the child; `secrets` (the job's, decrypted) join its environment, and the key that decrypts every
+        project's secrets is not passed on to it."""
         self.job_id = job_id
         self.log_path = settings.job_dir(job_id) / "train.log"
         self._connection, child_end = _context.Pipe(duplex=True)
         self._process = _context.Process(
             target=child_main,
-            args=(settings, job_id, attempt, child_end, worker_gpus),
+            args=(settings.model_copy(update={"secret_key": None}), job_id, attempt, child_end, worker_gpus, secrets),
             name=f"grpo-train-{job_id}",
         )
         self._process.start()

@@ -1,4 +1,6 @@
-"""/v1/projects and /v1/keys: the operators' routes (admin keys only), the same as `grpo projects` and `grpo keys`."""
+"""/v1/projects and /v1/keys: the operators' routes (admin keys only), the same as `grpo projects` and `grpo keys`.
+
+Each change is noted in the audit log (`GET /v1/audit`) naming the caller's key by its prefix."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ def post_project(body: ProjectIn, svc: ServicesDep, caller: Admin) -> ProjectOut
     limits = ProjectLimits(**body.model_dump(exclude={"name"}))
     try:
         with svc.database.session() as session:
-            return ProjectOut.model_validate(create_project(session, body.name, limits))
+            return ProjectOut.model_validate(create_project(session, body.name, limits, by=caller.key_prefix))
     except ProjectRefused as error:
         raise _refused(error) from None
 
@@ -49,7 +51,8 @@ def patch_project(name: str, body: ProjectLimitsIn, svc: ServicesDep, caller: Ad
     """Change a project's limits: those in the body (null removes one); the others stay."""
     try:
         with svc.database.session() as session:
-            return ProjectOut.model_validate(update_project(session, name, body.model_dump(exclude_unset=True)))
+            project = update_project(session, name, body.model_dump(exclude_unset=True), by=caller.key_prefix)
+            return ProjectOut.model_validate(project)
     except ProjectRefused as error:
         raise _refused(error) from None
 
@@ -66,7 +69,7 @@ def post_key(body: KeyIn, svc: ServicesDep, caller: Admin) -> KeyCreated:
     """Make a key: the answer holds it this once (the service keeps only its digest)."""
     try:
         with svc.database.session() as session:
-            row, key = create_key(session, body.project, body.role, body.name)
+            row, key = create_key(session, body.project, body.role, body.name, by=caller.key_prefix)
             return KeyCreated.model_validate({**KeyOut.model_validate(row).model_dump(), "key": key})
     except KeyRefused as error:
         raise _refused(error) from None
@@ -77,6 +80,6 @@ def post_revoke(prefix: str, svc: ServicesDep, caller: Admin) -> KeyOut:
     """Revoke a key: from now on it authenticates nothing (an API process may accept it for 5 more seconds)."""
     try:
         with svc.database.session() as session:
-            return KeyOut.model_validate(revoke_key(session, prefix))
+            return KeyOut.model_validate(revoke_key(session, prefix, by=caller.key_prefix))
     except KeyRefused as error:
         raise _refused(error) from None

@@ -22,6 +22,7 @@ from starlette.types import Message, Receive
 from api.auth import Reader, Writer, scope
 from api.deps import ServicesDep, services
 from api.errors import ApiError, not_found
+from api.ratelimit import RATE_LIMITED_RESPONSE, Action, count_before_body, rate_limited
 from api.schemas import ErrorBody, FileDeleted, FileList, FileOut
 from shared.spec.problems import Problem, SpecError
 from shared.store import files
@@ -77,6 +78,7 @@ class UploadLimitRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        is_upload = self.path == "/v1/files" and "POST" in (self.methods or ())
 
         async def limited(request: Request) -> Response:
             limit_mb = services(request).settings.max_upload_mb
@@ -84,6 +86,8 @@ class UploadLimitRoute(APIRoute):
             length = request.headers.get("content-length", "")
             if length.isdigit() and int(length) > limit:
                 raise _too_large(limit_mb)
+            if is_upload:  # an upload past the key's rate limit is refused before its body is read
+                await count_before_body(request, Action.UPLOAD)
             receive = _LimitedReceive(request.receive, limit)
             try:
                 return await handler(Request(request.scope, receive))
@@ -132,7 +136,8 @@ def _receive(upload: UploadFile, incoming: Path, limit_mb: int) -> None:
     "",
     status_code=201,
     response_model=FileOut,
-    responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    responses={413: {"model": ErrorBody}, 422: {"model": ErrorBody}, **RATE_LIMITED_RESPONSE},
+    dependencies=[rate_limited(Action.UPLOAD)],
 )
 def upload_file(
     svc: ServicesDep,
@@ -168,7 +173,14 @@ def upload_file(
             raise ApiError(422, "invalid_file", f"{filename}: {error}", error.problems) from None
         with svc.database.session() as session:
             stored = files.store_upload(
-                session, settings.files_dir, incoming, filename, report, renames, project=caller.project
+                session,
+                settings.files_dir,
+                incoming,
+                filename,
+                report,
+                renames,
+                project=caller.project,
+                by=caller.key_prefix,
             )
         return file_out(stored)
     except BaseException:
@@ -204,7 +216,7 @@ def delete_file(file_id: str, svc: ServicesDep, caller: Writer) -> FileDeleted:
     """Delete an uploaded file and its bytes. Refused (409) while a queued, running or paused job uses it."""
     try:
         with svc.database.session() as session:
-            folder = files.delete_file(session, file_id, scope(caller))
+            folder = files.delete_file(session, file_id, scope(caller), by=caller.key_prefix)
     except FileInUse as error:
         raise ApiError(409, "file_in_use", str(error)) from None
     if folder is None:

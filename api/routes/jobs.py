@@ -7,18 +7,22 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query
+from sqlalchemy import select
 
 from api.auth import Reader, Writer, actor, require_visible_job, scope
 from api.deps import Services, ServicesDep
 from api.errors import ApiError, not_found
+from api.ratelimit import RATE_LIMITED_RESPONSE, Action, rate_limited
 from api.schemas import ErrorBody, EventPage, JobList, JobOut, MetricPage
 from api.views import JSONText, render_page
-from shared import lifecycle
+from shared import lifecycle, quotas
 from shared.lifecycle import ActionRefused, BrokerUnavailable, IdempotencyConflict, submit_job
+from shared.quotas import QuotaExceeded
 from shared.spec.job import JobSpec, check_spec, file_ids
 from shared.spec.policy import SpecPolicy
 from shared.spec.problems import SpecError
 from shared.store import files
+from shared.store.models import Job
 from shared.store.reads import read_events, read_job, read_jobs, read_metrics
 from shared.store.states import JobStatus
 
@@ -59,7 +63,13 @@ def _job_response(svc: Services, job_id: str, status_code: int = 200, project: s
     return JSONText(job, status_code=status_code)
 
 
-@router.post("", status_code=201, response_model=JobOut, responses={**ERRORS, 503: {"model": ErrorBody}})
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses={**ERRORS, **RATE_LIMITED_RESPONSE, 503: {"model": ErrorBody}},
+    dependencies=[rate_limited(Action.SUBMIT)],
+)
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples={"seed": {"value": SEED_EXAMPLE}})],
     svc: ServicesDep,
@@ -93,6 +103,8 @@ def create_job(
         raise ApiError(503, "broker_unavailable", str(error)) from error
     except IdempotencyConflict as error:
         raise ApiError(409, "idempotency_conflict", str(error)) from error
+    except QuotaExceeded as error:
+        raise ApiError(429, "quota_exceeded", str(error)) from error
     response = _job_response(svc, job.id, status_code=201)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
@@ -108,24 +120,42 @@ def _act(svc: Services, job_id: str, action: Callable[[], None]) -> JSONText:
         raise ApiError(409, "conflict", str(error)) from error
     except BrokerUnavailable as error:
         raise ApiError(503, "broker_unavailable", str(error)) from error
+    except QuotaExceeded as error:
+        raise ApiError(429, "quota_exceeded", str(error)) from error
     return _job_response(svc, job_id)
+
+
+def _free_slot(svc: Services, job_id: str) -> None:
+    """A queued job that ends or pauses no longer waits before the later jobs of its project: let them start."""
+    with svc.database.session() as session:
+        project = session.scalar(select(Job.project).where(Job.id == job_id))
+    if project is not None:
+        quotas.release_held(svc.database, svc.celery, svc.settings, project)
 
 
 @router.post("/{job_id}/cancel", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
 def cancel_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Cancel a job. A queued or paused job is cancelled at once; a running one too, and its worker ends the
     training process (and anything it started) within about a second. A finished job is a 409."""
-    return _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id, actor(caller)))
+    answer = _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id, actor(caller)))
+    _free_slot(svc, job_id)
+    return answer
 
 
 @router.post("/{job_id}/pause", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
 def pause_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Pause a job. A queued job is paused at once; a running one is asked to (`requested_action: pause`): its
     worker has the trainer save a checkpoint, frees itself and marks the job `paused`."""
-    return _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id, actor(caller)))
+    answer = _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id, actor(caller)))
+    _free_slot(svc, job_id)
+    return answer
 
 
-@router.post("/{job_id}/resume", response_model=JobOut, responses={**ERRORS, 409: {"model": ErrorBody}})
+@router.post(
+    "/{job_id}/resume",
+    response_model=JobOut,
+    responses={**ERRORS, 409: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+)
 def resume_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Resume a paused job: it is queued again, and a worker continues it from its latest checkpoint."""
     resume = lifecycle.resume_job

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi import APIRouter
 
 from api.auth import Writer
 from api.deps import ServicesDep
 from api.errors import ApiError
+from api.ratelimit import RATE_LIMITED_RESPONSE, Action, rate_limited
 from api.schemas import ErrorBody, PreviewOut, PreviewRequest, RewardScoresOut
 from sandbox.client import SandboxLimits
 from sandbox.preview import PreviewInputs, preview_rewards
@@ -25,6 +28,23 @@ _running_lock = threading.Lock()
 def _slots(limit: int) -> threading.BoundedSemaphore:
     with _running_lock:
         return _running.setdefault(limit, threading.BoundedSemaphore(limit))
+
+
+@contextmanager
+def preview_slot(limit: int) -> Iterator[None]:
+    """One of the server's `limit` preview slots (rewards and tools share them), or a 429 when all are taken."""
+    slots = _slots(limit)
+    if not slots.acquire(blocking=False):
+        raise ApiError(
+            429,
+            "too_many_previews",
+            f"{limit} previews are running on this server: try again in a moment",
+            headers={"Retry-After": "1"},
+        )
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def _length_problems(request: PreviewRequest) -> list[Problem]:
@@ -62,7 +82,8 @@ def _total(request: PreviewRequest, results: list[RewardScoresOut]) -> list[floa
 @router.post(
     "/preview",
     response_model=PreviewOut,
-    responses={422: {"model": ErrorBody}, 429: {"model": ErrorBody}},
+    responses={422: {"model": ErrorBody}, **RATE_LIMITED_RESPONSE},
+    dependencies=[rate_limited(Action.PREVIEW)],
 )
 def preview(request: PreviewRequest, svc: ServicesDep, caller: Writer) -> PreviewOut:
     """Score completions with reward functions, as a job would, without a worker or a GPU.
@@ -72,21 +93,15 @@ def preview(request: PreviewRequest, svc: ServicesDep, caller: Writer) -> Previe
     with `GRPO_PREVIEW_TIMEOUT_SECONDS` per reward. A reward that raises, runs too long or returns the wrong thing
     gets an `error` (and traceback) instead of scores; what the functions print comes back in `output`.
     Reward models are not previewed; one the operator's policy would refuse in a job (a hub id with
-    `GRPO_HUB=off`, a path outside `GRPO_MODEL_ROOTS`) is a 422 here too.
+    `GRPO_HUB=off`, a path outside `GRPO_MODEL_ROOTS`) is a 422 here too. A key past `GRPO_RATE_LIMIT_PREVIEW`, or
+    a server already running `GRPO_PREVIEW_CONCURRENCY` previews, is answered 429 with `Retry-After`.
     """
     settings = svc.settings
     problems = _length_problems(request) + check_reward_sources(request.reward_funcs)
     problems += check_reward_models(request.reward_funcs, SpecPolicy.from_settings(settings))
     if problems:
         raise SpecError(problems)
-    slots = _slots(settings.preview_concurrency)
-    if not slots.acquire(blocking=False):
-        raise ApiError(
-            429,
-            "too_many_previews",
-            f"{settings.preview_concurrency} reward previews are running on this server: try again in a moment",
-        )
-    try:
+    with preview_slot(settings.preview_concurrency):
         limits = SandboxLimits(
             min(settings.preview_timeout_seconds, settings.reward_timeout_seconds),
             settings.reward_memory_mb,
@@ -95,7 +110,5 @@ def preview(request: PreviewRequest, svc: ServicesDep, caller: Writer) -> Previe
         )
         inputs = PreviewInputs(request.completions, request.prompts, request.completion_ids, request.columns)
         result = preview_rewards(request.reward_funcs, inputs, limits)
-    finally:
-        slots.release()
     results = [RewardScoresOut.model_validate(r, from_attributes=True) for r in result.results]
     return PreviewOut(results=results, total=_total(request, results), output=result.output, sandbox=result.confinement)

@@ -94,10 +94,19 @@ function sparkline(values, width = 120, height = 24) {
   return svg;
 }
 
+function messageText(m) {
+  // One turn of a conversation: who said it (a tool's result names the tool), what, and the tools it called.
+  const who = m.role === "tool" ? `tool ${m.name ?? ""}`.trim() : m.role;
+  const content = typeof m.content === "string" ? m.content : JSON.stringify(m.content ?? "");
+  const calls = (m.tool_calls || []).map((call) =>
+    `  -> ${call.function?.name ?? "?"}(${JSON.stringify(call.function?.arguments ?? {})})`);
+  return [`${who}: ${content}`, ...calls].join("\n");
+}
+
 function text(value) {
-  // A prompt or completion: a string, or chat messages.
+  // A prompt or completion: a string, or chat messages (an agent's whole conversation, tool calls included).
   if (typeof value === "string") return value;
-  if (Array.isArray(value)) return value.map((m) => `${m.role}: ${m.content}`).join("\n");
+  if (Array.isArray(value)) return value.map(messageText).join("\n");
   return JSON.stringify(value);
 }
 
@@ -279,7 +288,8 @@ function renderHeader(job, head) {
         el("span", { title: job.created_at }, "created ", el("b", {}, age(job.created_at))),
         labels.length ? el("span", {}, labels) : null),
       el("div", { class: "progress" }, el("div", { style: `width:${progress}%` })),
-      job.error ? el("div", { class: "error-box", id: "job-error" }, job.error) : null),
+      job.error ? el("div", { class: "error-box", id: "job-error" }, job.error) : null,
+      job.status_reason ? el("div", { class: "facts", id: "job-waiting" }, "waiting: ", el("b", {}, job.status_reason)) : null),
     el("div", { class: "actions" },
       cancel,
       el("button", { id: "clone-job", onclick: () => { location.hash = `#/submit?from=${job.id}`; } }, "Clone and edit"),

@@ -18,6 +18,7 @@ from enum import StrEnum
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from shared.access.audit import record
 from shared.access.projects import get_project
 from shared.store.models import ApiKey, utcnow
 
@@ -55,8 +56,11 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, project: str, role: Role, name: str | None = None) -> tuple[ApiKey, str]:
-    """A new key of `project` with `role`: its row and the key itself (shown to the caller once, stored nowhere)."""
+def create_key(
+    session: Session, project: str, role: Role, name: str | None = None, *, by: str | None = None
+) -> tuple[ApiKey, str]:
+    """A new key of `project` with `role`: its row and the key itself (shown to the caller once, stored nowhere).
+    The audit log says `by` made it (a key's prefix, or `cli:<user>`)."""
     if get_project(session, project) is None:
         raise KeyRefused(f"there is no project {project!r}: create it first with `grpo projects create {project}`")
     while True:
@@ -73,6 +77,7 @@ def create_key(session: Session, project: str, role: Role, name: str | None = No
     )
     session.add(row)
     session.flush()
+    record(session, by, "key.create", project=project, target=row.prefix, data={"role": row.role, "name": name})
     return row, key
 
 
@@ -84,14 +89,16 @@ def list_keys(session: Session, project: str | None = None) -> list[ApiKey]:
     return list(session.scalars(statement))
 
 
-def revoke_key(session: Session, prefix: str) -> ApiKey:
-    """Revoke the key with this prefix (from then on it authenticates nothing); KeyRefused when there is none."""
+def revoke_key(session: Session, prefix: str, *, by: str | None = None) -> ApiKey:
+    """Revoke the key with this prefix (from then on it authenticates nothing); KeyRefused when there is none. The
+    audit log says `by` revoked it (a key revoked already stays as it was, and is not noted again)."""
     row = session.get(ApiKey, prefix)
     if row is None:
         raise KeyRefused(f"there is no key {prefix!r}: `grpo keys list` shows each key's prefix")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         session.flush()
+        record(session, by, "key.revoke", project=row.project, target=prefix, data={"role": row.role, "name": row.name})
     return row
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.access.audit import record
 from shared.store.models import Project, utcnow
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -61,8 +62,11 @@ def get_project(session: Session, name: str) -> Project | None:
     return session.get(Project, name)
 
 
-def create_project(session: Session, name: str, limits: ProjectLimits | None = None) -> Project:
-    """A new project with these limits; ProjectRefused when the name is taken or not valid."""
+def create_project(
+    session: Session, name: str, limits: ProjectLimits | None = None, *, by: str | None = None
+) -> Project:
+    """A new project with these limits; ProjectRefused when the name is taken or not valid. The audit log says `by`
+    made it, with the limits it was given."""
     check_name(name)
     chosen = limits or ProjectLimits()
     _check_limits({limit: getattr(chosen, limit) for limit in LIMIT_NAMES})
@@ -73,17 +77,20 @@ def create_project(session: Session, name: str, limits: ProjectLimits | None = N
     project = Project(name=name, created_at=utcnow(), **{limit: getattr(chosen, limit) for limit in LIMIT_NAMES})
     session.add(project)
     session.flush()
+    given = {limit: getattr(chosen, limit) for limit in LIMIT_NAMES if getattr(chosen, limit) is not None}
+    record(session, by, "project.create", project=name, target=name, data=given)
     return project
 
 
-def ensure_project(session: Session, name: str) -> Project:
-    """The project, created with no limits when it does not exist yet."""
-    return get_project(session, name) or create_project(session, name)
+def ensure_project(session: Session, name: str, *, by: str | None = None) -> Project:
+    """The project, created with no limits (by `by`, for the audit log) when it does not exist yet."""
+    return get_project(session, name) or create_project(session, name, by=by)
 
 
-def update_project(session: Session, name: str, changes: dict[str, int | None]) -> Project:
+def update_project(session: Session, name: str, changes: dict[str, int | None], *, by: str | None = None) -> Project:
     """Set the limits named in `changes` (None removes one); the others stay. ProjectRefused for an unknown
-    project or limit."""
+    project or limit. The audit log says `by` changed them, with each limit's old and new value (a change to the
+    value a limit has already is no change, and is not noted)."""
     project = get_project(session, name)
     if project is None:
         raise ProjectRefused(f"there is no project {name!r}: create it with `grpo projects create {name}`", "missing")
@@ -91,9 +98,16 @@ def update_project(session: Session, name: str, changes: dict[str, int | None]) 
     if unknown:
         raise ProjectRefused(f"unknown limit(s) {', '.join(unknown)}: the limits are {', '.join(LIMIT_NAMES)}")
     _check_limits(changes)
+    changed = {
+        limit: {"old": getattr(project, limit), "new": value}
+        for limit, value in changes.items()
+        if getattr(project, limit) != value
+    }
     for limit, value in changes.items():
         setattr(project, limit, value)
     session.flush()
+    if changed:
+        record(session, by, "project.update", project=name, target=name, data=changed)
     return project
 
 

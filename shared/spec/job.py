@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from shared.access.secrets import SpecSecrets, check_spec_secrets
 from shared.spec.datasets import DatasetSpec, FileDataset, InlineDataset, renamed
 from shared.spec.grpo_args import check_args
 from shared.spec.peft import check_peft_config
@@ -24,6 +25,7 @@ from shared.spec.problems import Problem, SpecError, did_you_mean
 from shared.spec.resources import Resources, check_resources
 from shared.spec.reward_source import TRL_REWARD_KWARGS, read_reward_source
 from shared.spec.rewards import BUILTIN_NAMES, PythonReward, RewardSpec
+from shared.spec.tools import PythonEnvironment, ToolSpec, check_agents
 
 # How many rows with the same problem are named before the rest are counted.
 MAX_ROWS_NAMED = 3
@@ -41,6 +43,7 @@ class _Strict(BaseModel):
 # Labels as the hosted fine-tuning APIs take them: a few short strings; keys are what `?metadata=key=value` filters.
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+EnvironmentName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
 class JobSpec(_Strict):
@@ -54,9 +57,31 @@ class JobSpec(_Strict):
         "that the job list filters by: `GET /v1/jobs?metadata=team=research`.",
     )
     model: str = Field(min_length=1, description="Local path or hub id of the causal LM to train.")
-    train_dataset: DatasetSpec
+    train_dataset: DatasetSpec | None = Field(
+        default=None,
+        description="The prompts to train on (rows, an uploaded file_id, a path or a hub dataset). May be left out "
+        "only when an environment_factory owns the data: its reset() then gives each prompt, and args.max_steps the "
+        "length.",
+    )
     eval_dataset: DatasetSpec | None = None
-    reward_funcs: list[RewardSpec] = Field(min_length=1)
+    reward_funcs: list[RewardSpec] = Field(
+        default_factory=list,
+        description="The reward functions (built-ins, Python in the sandbox, reward models). May be empty only when "
+        "the environment_factory scores rollouts itself (get_reward).",
+    )
+    tools: list[ToolSpec] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Tools the model may call while it generates (TRL's `tools`): Python functions with type hints "
+        "and a docstring, or built-ins (calculator, python_eval, regex_match, json_validate). They run in the job's "
+        "sandbox; args.max_tool_calling_iterations bounds the calls per completion.",
+    )
+    environment_factory: PythonEnvironment | dict[EnvironmentName, PythonEnvironment] | None = Field(
+        default=None,
+        description="An environment class (TRL's `environment_factory`) instantiated in the sandbox per rollout: "
+        "reset(**row) may return text appended to the prompt, its public methods are tools, get_reward() may score "
+        "the rollout. A dict of them by name: the dataset's `environment` column picks one per row.",
+    )
     args: dict[str, Any] = Field(
         default_factory=dict, description="GRPOConfig arguments, spelled as TRL spells them (output_dir excepted)."
     )
@@ -71,6 +96,7 @@ class JobSpec(_Strict):
         description="What the job needs from its worker: GPUs for training and for a vLLM server, processes, a "
         "distributed preset. The default fits one GPU (or the CPU of a CPU worker).",
     )
+    secrets: SpecSecrets
 
 
 # --- Meaning checks -------------------------------------------------------------------------------------------
@@ -280,7 +306,8 @@ def check_spec(
     problems += check_reward_sources(spec.reward_funcs) + _check_reward_columns(spec, file_columns)
     if spec.peft_config is not None:
         problems += check_peft_config(spec.peft_config, spec.args)
-    return problems + check_policy(spec, policy)
+    problems += check_agents(spec)
+    return problems + check_spec_secrets(spec.secrets) + check_policy(spec, policy)
 
 
 def problems_from_errors(items: Iterable[Mapping[str, Any]]) -> list[Problem]:

@@ -7,7 +7,8 @@ Four rules, each refusal naming the field and the setting that would allow it:
   the reward models. Reward models and datasets take no loading arguments in a spec, and LoraConfig has no such
   field; `args` and `peft_config` are searched at every depth all the same.
 - no credentials in a spec (it is stored, and shown to whoever can read the job): `args.hub_token` and any other
-  GRPOConfig field named like a credential, and `from_pretrained`'s own `token` in `args.model_init_kwargs`.
+  GRPOConfig field named like a credential, and `from_pretrained`'s own `token` in `args.model_init_kwargs`. They
+  are the project's secrets instead (`shared.access.secrets`), named in the spec's `secrets` list.
 - Hugging Face Hub ids (models, reward models, datasets, pushes) only with GRPO_HUB=on.
 - local paths only under GRPO_MODEL_ROOTS / GRPO_DATASET_ROOTS, symlinks resolved, `..` refused, unless
   GRPO_PATHS=anywhere (what `grpo up`, one user on their own machine, sets).
@@ -137,7 +138,9 @@ def check_credentials(args: dict[str, Any]) -> list[Problem]:
         Problem(
             field,
             f"{field}: credentials may not be sent in a spec (it is stored with the job and shown to whoever can read "
-            "it); the operator configures them on the workers (e.g. HF_TOKEN there): remove it",
+            "it): remove it, store the credential as a secret of the project (POST /v1/secrets, or `grpo secrets set "
+            'HF_TOKEN`) and name it in the spec\'s `secrets` list ("secrets": ["HF_TOKEN"]): the training process '
+            "gets it as an environment variable",
         )
         for field in fields
     ]

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from shared.access.audit import record
 from shared.access.projects import DEFAULT_PROJECT
 from shared.spec.datasets import renamed
 from shared.spec.problems import Problem
@@ -230,8 +231,10 @@ def store_upload(
     report: FileReport,
     column_map: dict[str, str] | None,
     project: str = DEFAULT_PROJECT,
+    by: str | None = None,
 ) -> UploadedFile:
-    """Move a checked upload into place and record it as `project`'s (the caller commits)."""
+    """Move a checked upload into place and record it as `project`'s, uploaded by `by` in the audit log (the caller
+    commits)."""
     file_id = new_file_id()
     folder = files_dir / file_id
     folder.mkdir(parents=True)
@@ -252,7 +255,13 @@ def store_upload(
         project=project,
     )
     session.add(uploaded)
+    record(session, by, "file.upload", project=project, target=file_id, data=_audited(uploaded))
     return uploaded
+
+
+def _audited(uploaded: UploadedFile) -> dict[str, Any]:
+    """What the audit log says of a file: its name and size (never its rows)."""
+    return {"filename": uploaded.filename, "bytes": uploaded.bytes}
 
 
 def get_file(session: Session, file_id: str, project: str | None = None) -> UploadedFile | None:
@@ -297,8 +306,9 @@ def jobs_using(session: Session, file_id: str) -> list[str]:
     return list(session.scalars(select(Job.id).where(Job.status.in_(ACTIVE), uses)))
 
 
-def delete_file(session: Session, file_id: str, project: str | None = None) -> Path | None:
-    """Delete a file's row; None if there is no such file (of `project`, when given), FileInUse while a job needs it.
+def delete_file(session: Session, file_id: str, project: str | None = None, by: str | None = None) -> Path | None:
+    """Delete a file's row, by `by` in the audit log; None if there is no such file (of `project`, when given),
+    FileInUse while a job needs it.
 
     Returns the folder of its bytes, for the caller to remove once the session has committed.
     """
@@ -312,4 +322,5 @@ def delete_file(session: Session, file_id: str, project: str | None = None) -> P
             "them or wait until they end"
         )
     session.delete(uploaded)
+    record(session, by, "file.delete", project=uploaded.project, target=file_id, data=_audited(uploaded))
     return Path(uploaded.path).parent

@@ -96,6 +96,8 @@ def undispatched_jobs(session: Session, sent_before: datetime, max_gpus: int) ->
     statement = select(Job.id).where(
         Job.status == JobStatus.QUEUED.value,
         Job.gpus_needed <= max_gpus,
+        # A job held by its project's limits is not lost: shared/quotas.py sends it when a slot frees.
+        Job.held_since.is_(None),
         or_(Job.dispatched_at.is_(None), Job.dispatched_at < sent_before),
     )
     return list(session.scalars(statement.order_by(Job.created_at)))

@@ -109,6 +109,8 @@ class Job(Base):
     gpus_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Why a queued job waits, when the service knows (no registered worker can hold it).
     status_reason: Mapped[str | None] = mapped_column(Text)
+    # Since when a queued job is held back by its project's limits (shared/quotas.py); None when it is not.
+    held_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
@@ -238,3 +240,36 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Secret(Base):
+    """A credential of a project (HF_TOKEN, WANDB_API_KEY, ...), encrypted with GRPO_SECRET_KEY; only a training
+    process of a job that names it ever sees the value."""
+
+    __tablename__ = "secrets"
+
+    project: Mapped[str] = mapped_column(String(64), ForeignKey("projects.name"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # The key (by prefix) that set it last, or who changed it from the command line.
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEvent(Base):
+    """A change a person made that is not a job's own event: keys, projects and their limits, secrets, files."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    # The project the change concerns (None: the whole service).
+    project: Mapped[str | None] = mapped_column(String(64))
+    # The key by prefix, or "cli:<user>" for a change made with the grpo command against the database.
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(40))
+    target: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JsonType)
+
+    __table_args__ = (Index("ix_audit_events_project_id", "project", "id"),)

@@ -75,6 +75,9 @@ def transition(
         # The lease and any pending request belong to the claim that is ending.
         values.setdefault("lease_expires_at", None)
         values.setdefault("requested_action", None)
+    # A reason to wait (a quota, no worker big enough) belonged to the queued job it was: the next one is found anew.
+    values.setdefault("held_since", None)
+    values.setdefault("status_reason", None)
     sources = ALLOWED_SOURCES[to] & only_from if only_from is not None else ALLOWED_SOURCES[to]
     statement = update(Job).where(Job.id == job_id, Job.status.in_([s.value for s in sources]))
     if attempt is not None:
@@ -102,6 +105,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> i
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             requested_action=None,
             status_reason=None,
+            held_since=None,
         )
         .returning(Job.attempt)
     )

@@ -39,10 +39,13 @@ ADMIN_ONLY: frozenset[Op] = frozenset(
         ("GET", "/v1/keys"),
         ("POST", "/v1/keys"),
         ("POST", "/v1/keys/{prefix}/revoke"),
+        ("GET", "/v1/audit"),
     }
 )
 # Routes that end or remove the object they name: sent after every other route.
-DESTRUCTIVE: frozenset[Op] = frozenset({("POST", "/v1/jobs/{job_id}/cancel"), ("DELETE", "/v1/files/{file_id}")})
+DESTRUCTIVE: frozenset[Op] = frozenset(
+    {("POST", "/v1/jobs/{job_id}/cancel"), ("DELETE", "/v1/files/{file_id}"), ("DELETE", "/v1/secrets/{name}")}
+)
 # Served, but left out of the OpenAPI document.
 NOT_IN_SCHEMA: tuple[Op, ...] = (
     ("GET", "/"),
@@ -55,8 +58,10 @@ NOT_IN_SCHEMA: tuple[Op, ...] = (
 # A queued job has no final model yet: its owner is told so, naming the checkpoint (not the job).
 DOWNLOAD: Op = ("GET", "/v1/jobs/{job_id}/checkpoints/{name}/download")
 
-NO_BODY, JOB_SPEC, UPLOAD, PREVIEW = "none", "job spec", "upload", "preview"
+NO_BODY, JOB_SPEC, UPLOAD, PREVIEW, TOOL_PREVIEW = "none", "job spec", "upload", "preview", "tool preview"
 NEW_PROJECT, NO_LIMIT_CHANGE, NEW_KEY = "new project", "no limit change", "new key"
+# The secret each caller sets in its own project (POST /v1/secrets) and then deletes, last (DELETE /v1/secrets/{name}).
+NEW_SECRET, MATRIX_SECRET = "new secret", "MATRIX_TOKEN"
 # Every route of the OpenAPI document, reviewed for this matrix, and the body it is sent with.
 ROUTE_TABLE: dict[Op, str] = {
     ("GET", "/healthz"): NO_BODY,
@@ -82,12 +87,17 @@ ROUTE_TABLE: dict[Op, str] = {
     ("GET", "/v1/files/{file_id}"): NO_BODY,
     ("DELETE", "/v1/files/{file_id}"): NO_BODY,
     ("POST", "/v1/rewards/preview"): PREVIEW,
+    ("POST", "/v1/tools/preview"): TOOL_PREVIEW,
     ("GET", "/v1/projects"): NO_BODY,
     ("POST", "/v1/projects"): NEW_PROJECT,
     ("PATCH", "/v1/projects/{name}"): NO_LIMIT_CHANGE,  # on alpha: a limit it does not have removed
     ("GET", "/v1/keys"): NO_BODY,
     ("POST", "/v1/keys"): NEW_KEY,
     ("POST", "/v1/keys/{prefix}/revoke"): NO_BODY,  # on the key revoked already: it stays revoked
+    ("GET", "/v1/audit"): NO_BODY,
+    ("GET", "/v1/secrets"): NO_BODY,
+    ("POST", "/v1/secrets"): NEW_SECRET,
+    ("DELETE", "/v1/secrets/{name}"): NO_BODY,  # the secret the same sweep set
 }
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 PREVIEW_BODY = {
@@ -223,12 +233,19 @@ def matrix_routes(world: World) -> list[Op]:
     return sorted(routes, key=lambda op: op in DESTRUCTIVE)
 
 
+def path_name(template: str) -> str:
+    """What a route's `{name}` is: a project, a secret, or the final model."""
+    if template.startswith("/v1/projects/"):
+        return "alpha"
+    return MATRIX_SECRET if template.startswith("/v1/secrets/") else "final"
+
+
 def send(world: World, caller: Caller, op: Op, objects: Objects) -> Answer:
     method, template = op
     url = template.format(
         job_id=objects.job_id,
         file_id=objects.file_id,
-        name="alpha" if template.startswith("/v1/projects/") else "final",  # a project, or the final model
+        name=path_name(template),
         prefix=prefix(world.callers[REVOKED_KEY].key or ""),
     )
     params: dict[str, Any] = {}
@@ -244,12 +261,19 @@ def send(world: World, caller: Caller, op: Op, objects: Objects) -> Answer:
         options["files"] = {"file": ("prompts.jsonl", PROMPTS_JSONL)}
     elif body == PREVIEW:
         options["json"] = PREVIEW_BODY
+    elif body == TOOL_PREVIEW:
+        options["json"] = {
+            "tools": [{"type": "builtin", "name": "calculator"}],
+            "calls": [{"name": "calculator", "arguments": {"expression": "2 + 2"}}],
+        }
     elif body == NEW_PROJECT:
         options["json"] = {"name": f"made-{secrets.token_hex(4)}", "max_running_jobs": 1}
     elif body == NO_LIMIT_CHANGE:
         options["json"] = {"max_steps": None}
     elif body == NEW_KEY:
         options["json"] = {"project": "beta", "role": "viewer", "name": f"made by {caller.name}"}
+    elif body == NEW_SECRET:
+        options["json"] = {"name": MATRIX_SECRET, "value": secrets.token_urlsafe(16)}
     caller.http.cookies.clear()
     with caller.http.stream(method, url, params=params, headers=caller.headers(), **options) as response:
         # A live stream (a queued job's) would not end: its status and headers are the answer.

@@ -101,7 +101,9 @@ def test_a_hub_token_in_args_is_refused_whatever_the_settings(monkeypatch: pytes
     said = refusals(with_args(hub_token="hf_secret"), liberal)
     assert said == {
         "args.hub_token": "args.hub_token: credentials may not be sent in a spec (it is stored with the job and "
-        "shown to whoever can read it); the operator configures them on the workers (e.g. HF_TOKEN there): remove it"
+        "shown to whoever can read it): remove it, store the credential as a secret of the project (POST /v1/secrets, "
+        'or `grpo secrets set HF_TOKEN`) and name it in the spec\'s `secrets` list ("secrets": ["HF_TOKEN"]): the '
+        "training process gets it as an environment variable"
     }
 
 
