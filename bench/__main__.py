@@ -2,7 +2,8 @@
 
 Every figure is measured beside its baseline in the same run (the machines are shared and noisy): bare TRL for
 training, a bare Celery no-op task for dispatch, /healthz for the API and the dashboard's series, a bulk INSERT for
-ingest, a bare Python start for the reward preview, polling for the live stream.
+ingest, a bare Python start for the reward preview, polling for the live stream, an in-process call for a
+sandboxed tool.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead, preview, series
+from bench import api_scale, dispatch, ingest, memory, metric_latency, overhead, preview, series, tools
 from bench.common import FULL, SMOKE, Sizes
 from bench.report import render_markdown
 
@@ -32,6 +33,7 @@ SECTIONS: dict[str, Callable[[Sizes, Path], dict[str, Any]]] = {
     "memory": memory.run,
     "preview": preview.run,
     "series": series.run,
+    "tools": tools.run,
 }
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +69,10 @@ def main(argv: list[str]) -> int:
             results[name]["seconds"] = round(time.monotonic() - section_started, 1)
             print(f"[bench] {name}: {json.dumps(results[name])}", flush=True)
     results["run"]["seconds"] = round(time.monotonic() - started, 1)
+    if set(chosen) != set(SECTIONS) and options.results.exists():
+        # A partial run replaces its own sections; the others stay as their last run measured them.
+        earlier = json.loads(options.results.read_text())
+        results = {**earlier, **{name: results[name] for name in chosen}}
 
     options.results.parent.mkdir(parents=True, exist_ok=True)
     options.results.write_text(json.dumps(results, indent=2) + "\n")

@@ -240,6 +240,24 @@ def _series(section: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _tools(section: dict[str, Any]) -> list[Row]:
+    floor = section["in_process_tool"]
+    rows: list[Row] = []
+    for name, label in (("sandboxed_tool", "the calculator built-in"), ("environment_method", "an environment method")):
+        latency = section[name]
+        rows.append(
+            (
+                f"9. tool call in the sandbox, {label} (p50/p99, n={latency['n']})",
+                f"{latency['p50_ms']} / {latency['p99_ms']} ms",
+                f"the same call in the training process p50 {floor['p50_ms']} ms",
+                f"+{round(latency['p50_ms'] - floor['p50_ms'], 3)} ms",
+                "p99 < 5 ms",
+                _met(latency["p99_ms"], 5.0),
+            )
+        )
+    return rows
+
+
 RENDERERS = {
     "overhead": _overhead,
     "dispatch": _dispatch,
@@ -249,6 +267,7 @@ RENDERERS = {
     "memory": _memory,
     "preview": _preview,
     "series": _series,
+    "tools": _tools,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -26,7 +27,33 @@ _OPERATORS: dict[type, Callable[..., Any]] = {
     ast.UAdd: operator.pos,
 }
 _SAFE_BUILTINS = {"abs": abs, "min": min, "max": max, "round": round, "len": len, "sum": sum, "sorted": sorted}
-_LARGEST_POWER = 10_000
+# The largest number an arithmetic step may make, in bits: what a model asks must not run for minutes.
+_LARGEST_BITS = 100_000
+# What python_eval may contain: expressions of literals, operators, subscripts and calls of the safe built-ins. No
+# attributes (a generator's frame leads to every module's globals), no lambdas, comprehensions or `:=`.
+_EVAL_NODES = (
+    ast.Expression,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.BinOp,
+    ast.UnaryOp,
+    ast.BoolOp,
+    ast.Compare,
+    ast.IfExp,
+    ast.Call,
+    ast.keyword,
+    ast.Subscript,
+    ast.Slice,
+    ast.List,
+    ast.Tuple,
+    ast.Set,
+    ast.Dict,
+    ast.operator,
+    ast.unaryop,
+    ast.boolop,
+    ast.cmpop,
+)
 
 
 def _arithmetic(node: ast.AST) -> float | int:
@@ -39,11 +66,25 @@ def _arithmetic(node: ast.AST) -> float | int:
         return result
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _arithmetic(node.left), _arithmetic(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _LARGEST_POWER:
-            raise ValueError(f"the exponent {right} is too large")
+        _check_size(node.op, left, right)
         combined: float | int = _OPERATORS[type(node.op)](left, right)
         return combined
     raise ValueError(f"only numbers and + - * / // % ** ( ) are allowed, not {ast.unparse(node)!r}")
+
+
+def _bits(value: float | int) -> float:
+    return math.log2(abs(value)) + 1 if value else 0.0
+
+
+def _check_size(operator_: ast.operator, left: float | int, right: float | int) -> None:
+    if isinstance(operator_, ast.Pow):
+        grows = _bits(left) * abs(right) if abs(left) > 1 else 0.0
+    elif isinstance(operator_, ast.Mult):
+        grows = _bits(left) + _bits(right)
+    else:
+        return
+    if grows > _LARGEST_BITS:
+        raise ValueError(f"the result would have about {int(grows)} bits: at most {_LARGEST_BITS} are computed")
 
 
 def calculator(expression: str) -> str:
@@ -59,16 +100,27 @@ def calculator(expression: str) -> str:
 
 
 def python_eval(expression: str) -> str:
-    """Evaluate one Python expression and return its value (only abs, min, max, round, len, sum and sorted are
-    available; no imports, no names).
+    """Evaluate one Python expression and return its value: literals, operators, subscripts and calls of abs,
+    min, max, round, len, sum and sorted (no other names, no attributes).
 
     Args:
-        expression: A Python expression, e.g. "sorted([3, 1, 2])" or "sum(x * x for x in range(5))".
+        expression: A Python expression, e.g. "sorted([3, 1, 2])[-1]" or "max(len('abc'), 2) * 10".
     """
     tree = ast.parse(expression.strip(), mode="eval")
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise ValueError(f"attribute {node.attr!r} is not allowed")
+        if not isinstance(node, _EVAL_NODES):
+            raise ValueError(
+                f"{type(node).__name__} is not allowed: only literals, operators and calls of "
+                f"{', '.join(_SAFE_BUILTINS)}"
+            )
+        if isinstance(node, ast.Name) and node.id not in _SAFE_BUILTINS:
+            raise ValueError(f"the name {node.id!r} is not defined: only {', '.join(_SAFE_BUILTINS)} are")
+        if isinstance(node, ast.BinOp):
+            # Literal operands are checked before anything runs: 'a' * 10**9 is refused, not built.
+            sides = [side.value for side in (node.left, node.right) if isinstance(side, ast.Constant)]
+            numbers = [v for v in sides if isinstance(v, int | float) and not isinstance(v, bool)]
+            if len(numbers) == 2:
+                _check_size(node.op, numbers[0], numbers[1])
     return repr(eval(compile(tree, "<expression>", "eval"), {"__builtins__": _SAFE_BUILTINS}))
 
 

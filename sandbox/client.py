@@ -22,6 +22,9 @@ from typing import IO, Any
 from sandbox.confinement import Confinement
 from shared.spec.rewards import BuiltinReward, PythonReward
 
+# The largest answer the trainer reads from the sandbox (rewards with what they log; a tool's result is cut far
+# below this inside the sandbox).
+MAX_ANSWER_BYTES = 64 * 2**20
 # Seconds a new sandbox gets to start and compile the sources (imports such as sympy take a moment).
 START_SECONDS = 60.0
 
@@ -210,9 +213,18 @@ class Sandbox:
         assert self._process is not None and self._process.stdout is not None
         stdout = self._process.stdout
         deadline = time.monotonic() + timeout
+        buffer = bytearray(self._buffer)
+        searched = 0  # the bytes before this hold no newline: each chunk is searched once
         with selectors.DefaultSelector() as selector:
             selector.register(stdout, selectors.EVENT_READ)
-            while b"\n" not in self._buffer:
+            while (end := buffer.find(b"\n", searched)) < 0:
+                searched = len(buffer)
+                if len(buffer) > MAX_ANSWER_BYTES:
+                    self.close()
+                    raise RewardCallFailed(
+                        f"{what} answered more than {MAX_ANSWER_BYTES // 2**20} MiB (the sandbox's limit per answer): "
+                        "return less"
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.close()
@@ -225,8 +237,8 @@ class Sandbox:
                 chunk = os.read(stdout.fileno(), 1 << 20)
                 if not chunk:
                     self._died(what)
-                self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
+                buffer += chunk
+        line, self._buffer = bytes(buffer[:end]), bytes(buffer[end + 1 :])
         message: dict[str, Any] = json.loads(line)
         return message
 

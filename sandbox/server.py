@@ -78,6 +78,8 @@ FILE_EVENTS = {
     "shutil.move",
     "os.chdir",
 }
+# The most of a tool's result the trainer gets (and appends to the conversation).
+MAX_RESULT_CHARS = 64 * 1024
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 
 
@@ -225,11 +227,15 @@ class Agents:
             raise
         if isinstance(result, list):
             try:
-                json.dumps(result)
-                return {"content": result}
+                if len(json.dumps(result)) <= MAX_RESULT_CHARS:
+                    return {"content": result}
             except (TypeError, ValueError):
                 pass
-        return {"text": str(result)}
+        text = str(result)
+        if len(text) > MAX_RESULT_CHARS:
+            # What the model reads next, and what the trainer parses: never unbounded.
+            text = text[:MAX_RESULT_CHARS] + f"[... {len(text) - MAX_RESULT_CHARS} more characters cut]"
+        return {"text": text}
 
     def environments_of(self, handles: list[int | None]) -> list[Any]:
         """The instances a reward function gets as `environments` (TRL passes one per completion)."""

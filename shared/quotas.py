@@ -105,9 +105,17 @@ def check_queue(session: Session, project: str, limits: Project | None = None) -
         )
 
 
+def gpus_on(job: Job, worker_gpus: int) -> int:
+    """The GPUs the job takes on a worker with `worker_gpus` (one, on a GPU worker, where it names no count)."""
+    if worker_gpus <= 0:
+        return 0
+    named = (job.spec.get("resources") or {}).get("gpus")
+    return job.gpus_needed + (1 if named is None else 0)
+
+
 def _usage(session: Session, project: str) -> _Usage:
     row = session.execute(
-        select(func.count(), func.coalesce(func.sum(Job.gpus_needed), 0)).where(
+        select(func.count(), func.coalesce(func.sum(Job.gpus_held), 0)).where(
             Job.project == project, Job.status == JobStatus.RUNNING.value
         )
     ).one()
@@ -119,15 +127,19 @@ def _ahead(session: Session, job: Job) -> _Usage:
     earlier = or_(Job.created_at < job.created_at, and_(Job.created_at == job.created_at, Job.id < job.id))
     row = session.execute(
         select(func.count(), func.coalesce(func.sum(Job.gpus_needed), 0)).where(
-            Job.project == job.project, Job.status == JobStatus.QUEUED.value, earlier
+            Job.project == job.project,
+            Job.status == JobStatus.QUEUED.value,
+            earlier,
+            # Not one that waits for a worker big enough to exist: it would hold every later job back for good.
+            or_(Job.status_reason.is_(None), Job.held_since.is_not(None)),
         )
     ).one()
     return _Usage(int(row[0]), int(row[1]))
 
 
-def hold_reason(session: Session, job_id: str) -> str | None:
-    """Why the queued job must wait for its project's slots, or None when it may start now. Call it in the claim's
-    own transaction: it locks the project's slots until the claim commits."""
+def hold_reason(session: Session, job_id: str, worker_gpus: int = 0) -> str | None:
+    """Why the queued job must wait for its project's slots (on a worker of `worker_gpus` GPUs), or None when it
+    may start now. Call it in the claim's own transaction: it locks the project's slots until the claim commits."""
     job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.QUEUED.value:
         return None
@@ -139,10 +151,10 @@ def hold_reason(session: Session, job_id: str) -> str | None:
     waiting = f", {ahead.running} submitted before it waiting" if ahead.running else ""
     if limits.max_running_jobs is not None and usage.running + ahead.running >= limits.max_running_jobs:
         return f"project {job.project}: {usage.running} of {limits.max_running_jobs} running jobs{waiting}"
-    if limits.max_gpus is not None and usage.gpus + ahead.gpus + job.gpus_needed > limits.max_gpus:
+    needs = gpus_on(job, worker_gpus)
+    if limits.max_gpus is not None and usage.gpus + ahead.gpus + needs > limits.max_gpus:
         return (
-            f"project {job.project}: {usage.gpus} of {limits.max_gpus} GPUs in use, and the job needs "
-            f"{job.gpus_needed}{waiting}"
+            f"project {job.project}: {usage.gpus} of {limits.max_gpus} GPUs in use, and the job needs {needs}{waiting}"
         )
     return None
 

@@ -68,12 +68,15 @@ def execute_job(context: WorkerContext, job_id: str) -> None:
     settings, database = context.settings, context.database
     with database.session() as session:
         # In one transaction: the project's slots stay locked until the claim that takes one commits.
-        reason = quotas.hold_reason(session, job_id)
+        worker_gpus = gpu_count(context.devices)
+        reason = quotas.hold_reason(session, job_id, worker_gpus)
         if reason is not None:
             quotas.hold(session, job_id, reason)
             log.info("job %s waits: %s", job_id, reason)
             return
-        attempt = claim(session, job_id, context.name, settings.lease_seconds)
+        job = jobs.get_job(session, job_id)
+        held = quotas.gpus_on(job, worker_gpus) if job is not None else 0
+        attempt = claim(session, job_id, context.name, settings.lease_seconds, held)
         if attempt is None:
             job = jobs.get_job(session, job_id)
             log.info("job %s is %s, not queued: nothing to do", job_id, job.status if job else "missing")

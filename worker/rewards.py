@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,9 @@ class Rewards:
     def close(self) -> None:
         if self.sandbox is not None:
             self.sandbox.close()
+            # What user code left in its scratch (a script, say) must not outlive the job: nothing may point a later
+            # process at it.
+            shutil.rmtree(self.sandbox.scratch, ignore_errors=True)
 
 
 def build_reward_funcs(

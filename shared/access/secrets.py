@@ -56,6 +56,11 @@ _LOADING = (
     "settings decide"
 )
 _NETWORK = "it changes where the job's network traffic goes or which certificates it trusts"
+# Only names that say they hold a credential: a blocklist of dangerous variables can never be complete (CC and CXX
+# name the compiler torch.compile runs, GCONV_PATH the code iconv loads, ...), and a value given to a variable
+# some program reads as a path to run is code outside the sandbox.
+CREDENTIAL_ENDINGS = ("_TOKEN", "_API_KEY", "_KEY", "_KEY_ID", "_SECRET", "_PASSWORD")
+CREDENTIAL_NAME = re.compile(r"[A-Z][A-Z0-9_]*(" + "|".join(CREDENTIAL_ENDINGS) + ")")
 # Names no secret may have, by how they start, and why.
 REFUSED_PREFIXES = {
     "GRPO_": _SERVICE,
@@ -129,6 +134,12 @@ def name_problem(name: str) -> str | None:
         )
     prefix = next((p for p in REFUSED_PREFIXES if name.startswith(p)), None)
     reason = REFUSED_PREFIXES[prefix] if prefix is not None else REFUSED_NAMES.get(name)
+    if reason is None and not CREDENTIAL_NAME.fullmatch(name):
+        return (
+            f"secret name {name!r} is refused: a secret must be named as a credential, ending in "
+            f"{', '.join(CREDENTIAL_ENDINGS)} (HF_TOKEN, WANDB_API_KEY, AWS_SECRET_ACCESS_KEY), because every other "
+            "environment variable may change which programs the job's processes run (CC, CXX, ...)"
+        )
     if reason is None:
         return None
     which = f"names starting with {prefix}" if prefix is not None else name

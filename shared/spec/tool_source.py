@@ -101,7 +101,10 @@ def type_hint(text: str) -> Any:
             raise ValueError(f"the type hint {text!r} is not one the tool schema can show")
         if isinstance(node, ast.Constant) and not isinstance(node.value, str | int | float | bool | type(None)):
             raise ValueError(f"the type hint {text!r} is not one the tool schema can show")
-    return eval(compile(tree, "<type hint>", "eval"), {"__builtins__": {}}, dict(_TYPES))  # the nodes are checked above
+    try:  # the nodes are checked above: names of types, subscripts, `|` and literals only
+        return eval(compile(tree, "<type hint>", "eval"), {"__builtins__": {}}, dict(_TYPES))
+    except (TypeError, RecursionError):  # `"a" | "b"`, `Union[()]`: no type at all
+        raise ValueError(f"the type hint {text!r} is not one the tool schema can show") from None
 
 
 def _described(doc: str) -> set[str]:
@@ -115,7 +118,7 @@ def _described(doc: str) -> set[str]:
 def _literal(node: ast.expr) -> Any:
     try:
         return ast.literal_eval(node)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         raise ValueError("its default is not a literal (a number, a string, a list ...)") from None
 
 
@@ -151,7 +154,7 @@ def read_tool(
         try:
             type_hint(hint)
             value = None if default is None else _literal(default)
-        except (ValueError, SyntaxError) as error:
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as error:
             problems.append(Problem(where, f"{label}: {error}"))
             continue
         if doc.strip() and argument.arg not in described:

@@ -107,6 +107,9 @@ class Job(Base):
     points_ingested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # GPUs the job needs of a worker (training and vLLM): the queue it is sent to (shared/spec/resources.py).
     gpus_needed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # GPUs its current claim holds on its worker (what a project's max_gpus counts): on a GPU worker a job that
+    # names no GPU count takes one.
+    gpus_held: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Why a queued job waits, when the service knows (no registered worker can hold it).
     status_reason: Mapped[str | None] = mapped_column(Text)
     # Since when a queued job is held back by its project's limits (shared/quotas.py); None when it is not.

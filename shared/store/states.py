@@ -90,8 +90,9 @@ def transition(
     return True
 
 
-def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> int | None:
-    """Take a queued job for `worker`: returns the new attempt number, or None when the job is not queued."""
+def claim(session: Session, job_id: str, worker: str, lease_seconds: float, gpus_held: int = 0) -> int | None:
+    """Take a queued job for `worker`, where it holds `gpus_held` GPUs: returns the new attempt number, or None when
+    the job is not queued."""
     now = utcnow()
     statement = (
         update(Job)
@@ -106,6 +107,7 @@ def claim(session: Session, job_id: str, worker: str, lease_seconds: float) -> i
             requested_action=None,
             status_reason=None,
             held_since=None,
+            gpus_held=gpus_held,
         )
         .returning(Job.attempt)
     )

@@ -31,6 +31,7 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) ->
         "memory",
         "preview",
         "series",
+        "tools",
     }
 
     for backend in ("embedded", "postgres_redis"):

@@ -73,6 +73,14 @@ def unix(path: str) -> str:
     s.connect(path)
     return "connected"
 
+def floods(size: int) -> str:
+    """Answer a lot.
+
+    Args:
+        size: How many characters.
+    """
+    return "x" * size
+
 def spawns(program: str) -> str:
     """Run a program.
 
@@ -144,6 +152,12 @@ def test_a_tool_answers_and_one_that_raises_tells_the_model_why(hostile: tuple[d
         tools["echo"]()
     assert tools["echo"](text="still here") == "still here"
     assert sandbox_counts(sandbox) == {"calls": {"echo": 2, "fails": 1}, "failures": {"fails": 1}}
+
+
+def test_a_huge_result_is_cut_before_it_reaches_the_trainer(hostile: tuple[dict[str, Any], Sandbox]) -> None:
+    tools, _ = hostile
+    result = tools["floods"](size=50_000_000)
+    assert result.startswith("x" * 65536) and result.endswith("[... 49934464 more characters cut]")
 
 
 def test_a_tool_past_the_time_limit_is_ended_and_the_next_call_is_served(

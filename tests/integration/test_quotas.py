@@ -35,14 +35,16 @@ def _job(database: Database, project: str, **args: int) -> str:
         return jobs.create_job(session, JobSpec.model_validate(spec), project=project).id
 
 
-def _try_start(database: Database, job_id: str, worker: str = "w") -> str | None:
+def _try_start(database: Database, job_id: str, worker: str = "w", worker_gpus: int = 0) -> str | None:
     """What a worker does with the job's message: hold it (returns the reason) or claim it (returns None)."""
     with database.session() as session:
-        reason = quotas.hold_reason(session, job_id)
+        reason = quotas.hold_reason(session, job_id, worker_gpus)
         if reason is not None:
             quotas.hold(session, job_id, reason)
             return reason
-        assert claim(session, job_id, worker, LEASE) is not None
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert claim(session, job_id, worker, LEASE, quotas.gpus_on(job, worker_gpus)) is not None
         return None
 
 
@@ -122,8 +124,28 @@ def test_the_gpu_limit_counts_the_gpus_of_running_jobs(database: Database) -> No
     with database.session() as session:
         first = jobs.create_job(session, big, project="research").id
         second = jobs.create_job(session, small, project="research").id
-    assert _try_start(database, first) is None
-    assert _try_start(database, second) == "project research: 2 of 2 GPUs in use, and the job needs 1"
+    assert _try_start(database, first, worker_gpus=8) is None
+    assert _try_start(database, second, worker_gpus=8) == "project research: 2 of 2 GPUs in use, and the job needs 1"
+
+
+def test_a_job_that_names_no_gpus_counts_the_one_it_takes_on_a_gpu_worker(database: Database) -> None:
+    _project(database, "research", max_gpus=1)
+    first, second = _job(database, "research"), _job(database, "research")
+    assert _try_start(database, first, worker_gpus=8) is None
+    assert _row(database, first).gpus_held == 1
+    assert _try_start(database, second, worker_gpus=8) == "project research: 1 of 1 GPUs in use, and the job needs 1"
+    # On a CPU worker it takes none.
+    assert _try_start(database, second, worker_gpus=0) is None
+
+
+def test_a_job_no_worker_can_hold_does_not_hold_back_the_later_ones(database: Database) -> None:
+    _project(database, "research", max_running_jobs=1)
+    stuck = _job(database, "research")
+    with database.session() as session:
+        job = session.get(Job, stuck)
+        assert job is not None
+        job.status_reason = "needs a worker with 8 GPU(s), and no worker is running"
+    assert _try_start(database, _job(database, "research")) is None
 
 
 def test_a_submit_over_the_queue_or_step_limit_is_refused_naming_the_limit(database: Database) -> None:

@@ -193,15 +193,15 @@ def test_each_project_sees_its_own_secrets_and_only_an_admin_names_another(
     api: tuple[Service, dict[str, Caller]],
 ) -> None:
     _, callers = api
-    assert callers["beta"].post("/v1/secrets", json={"name": "BETA_ONLY", "value": token()}).status_code == 201
-    assert "BETA_ONLY" not in callers["member"].get("/v1/secrets").text
-    assert "BETA_ONLY" in callers["beta"].get("/v1/secrets").text
-    assert "BETA_ONLY" in callers["admin"].get("/v1/secrets", params={"project": "beta"}).text
+    assert callers["beta"].post("/v1/secrets", json={"name": "BETA_ONLY_TOKEN", "value": token()}).status_code == 201
+    assert "BETA_ONLY_TOKEN" not in callers["member"].get("/v1/secrets").text
+    assert "BETA_ONLY_TOKEN" in callers["beta"].get("/v1/secrets").text
+    assert "BETA_ONLY_TOKEN" in callers["admin"].get("/v1/secrets", params={"project": "beta"}).text
     nosy = callers["member"].get("/v1/secrets", params={"project": "beta"})
     assert nosy.status_code == 403 and "leave out `project`" in nosy.json()["error"]["message"]
     assert callers["admin"].get("/v1/secrets", params={"project": "nowhere"}).status_code == 404
     admin_set = callers["admin"].post(
-        "/v1/secrets", params={"project": "beta"}, json={"name": "SET_BY_ADMIN", "value": token()}
+        "/v1/secrets", params={"project": "beta"}, json={"name": "ADMIN_SET_TOKEN", "value": token()}
     )
     assert admin_set.status_code == 201 and admin_set.json()["project"] == "beta"
 

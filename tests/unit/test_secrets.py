@@ -37,10 +37,26 @@ def cipher_of(*keys: bytes) -> MultiFernet:
 
 
 @pytest.mark.parametrize(
-    "name", ["HF_TOKEN", "WANDB_API_KEY", "OPENAI_API_KEY", "_PRIVATE", "A" * 64, "HUGGING_FACE_HUB_TOKEN"]
+    "name",
+    [
+        "HF_TOKEN",
+        "WANDB_API_KEY",
+        "OPENAI_API_KEY",
+        "AWS_SECRET_ACCESS_KEY",
+        "A" * 58 + "_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+    ],
 )
 def test_credentials_named_as_environment_variables_are_accepted(name: str) -> None:
     assert check_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["CC", "CXX", "GCONV_PATH", "TRITON_CACHE_DIR", "XDG_CACHE_HOME", "_PRIVATE"])
+def test_a_name_that_does_not_say_it_is_a_credential_is_refused(name: str) -> None:
+    """Any other variable may name a program or a path some process runs (CXX is what torch.compile's ranks
+    compile with): a value there would be the member's code outside the sandbox."""
+    with pytest.raises(SecretRefused, match="a secret must be named as a credential, ending in _TOKEN"):
+        check_name(name)
 
 
 @pytest.mark.parametrize("name", ["hf_token", "1TOKEN", "HF-TOKEN", "HF TOKEN", "", "A" * 65, "TOKEN=1"])

@@ -69,6 +69,7 @@ def test_a_well_formed_tool_an_environment_and_a_builtin_pass() -> None:
         ("import os\ndef f(x: os.PathLike):\n    '''Do.\n\n    Args:\n        x: it\n    '''\n", "is not one the tool"),
         ("def f(*args: int):\n    '''Do.'''\n", "takes *args or **kwargs"),
         ("def f(:\n", "does not compile"),
+        ("def f(x: dict = {[]: 1}):\n    '''Do.\n\n    Args:\n        x: it\n    '''\n", "default is not a literal"),
     ],
 )
 def test_a_tool_transformers_could_not_describe_is_refused_naming_the_parameter(source: str, words: str) -> None:
@@ -104,7 +105,7 @@ def test_what_is_refused_here_is_what_get_json_schema_refuses() -> None:
 
 def test_type_hints_are_read_from_a_small_vocabulary_only() -> None:
     assert type_hint("list[int] | None") == (list[int] | None)
-    for hostile in ("__import__('os')", "int.__class__", "open", "(lambda: 1)()"):
+    for hostile in ("__import__('os')", "int.__class__", "open", "(lambda: 1)()", '"a" | "b"', "Union[()]"):
         with pytest.raises((ValueError, SyntaxError)):
             type_hint(hostile)
 
