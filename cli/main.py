@@ -157,12 +157,37 @@ def migrate() -> None:
 def tiny_model(
     directory: Annotated[Path, typer.Argument(help="Where to write the model and tokenizer.")],
     reward_model: Annotated[bool, typer.Option(help="A 1-label sequence classifier (a reward model) instead.")] = False,
+    tool_calling: Annotated[
+        bool, typer.Option(help="A model trained (in seconds, offline) to call the built-in calculator tool instead.")
+    ] = False,
 ) -> None:
     """Write a tiny random-weight Qwen2 model (2 layers) and its chat-template tokenizer, offline, in seconds."""
+    if reward_model and tool_calling:
+        raise typer.BadParameter("--reward-model and --tool-calling build different models: choose one")
+    if tool_calling:
+        _tiny_tool_model(directory)
+        return
     from worker.tiny_model import build_tiny_model
 
     build_tiny_model(directory, reward_model=reward_model)
     console.print(f"tiny {'reward ' if reward_model else ''}model written to {directory}", highlight=False)
+
+
+def _tiny_tool_model(directory: Path) -> None:
+    import time
+
+    from worker.tiny_tool_model import build_tiny_tool_model
+
+    started = time.monotonic()
+    with console.status("training a tiny model to call calculator(expression: str) ..."):
+        built = build_tiny_tool_model(directory)
+    console.print(
+        f"tiny tool-calling model written to {directory} in {time.monotonic() - started:.0f} s (seed {built.seed}): "
+        "a Qwen3 with TRL's Qwen2.5 chat template, trained to call the built-in calculator(expression: str) "
+        '(`{"type": "builtin", "name": "calculator"}` in a spec\'s tools)',
+        highlight=False,
+    )
+    console.print(built.share.describe(), highlight=False)
 
 
 def _read_spec(path: Path) -> Any:
