@@ -14,22 +14,7 @@ from sandbox.agent_sources import sandbox_environments, sandbox_tools
 from sandbox.builtin_tools import calculator
 from sandbox.client import Sandbox, SandboxLimits
 from shared.spec.job import JobSpec
-from tests.specs import job_spec
-
-COUNTER = '''
-class Counter:
-    def reset(self, **row):
-        self.n = 0
-
-    def increment(self, by: int) -> str:
-        """Add to the counter.
-
-        Args:
-            by: How much to add.
-        """
-        self.n += by
-        return str(self.n)
-'''
+from tests.specs import COUNTER, job_spec
 
 
 def _timed(call: Callable[[], Any], count: int) -> list[float]:

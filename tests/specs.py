@@ -41,3 +41,23 @@ def seed_example(model: Path | str) -> dict[str, Any]:
 
 def python_reward(source: str, **extra: Any) -> dict[str, Any]:
     return {"type": "python", "source": source, **extra}
+
+
+# An environment (environment_factory) whose state is a number: `increment` is its tool, the number its reward.
+COUNTER = '''
+class Counter:
+    def reset(self, **row):
+        self.n = 0
+
+    def increment(self, by: int) -> str:
+        """Add to the counter.
+
+        Args:
+            by: How much to add.
+        """
+        self.n += by
+        return str(self.n)
+
+    def get_reward(self) -> float:
+        return float(self.n)
+'''

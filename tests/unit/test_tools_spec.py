@@ -11,7 +11,7 @@ from transformers.utils import get_json_schema
 from shared.spec.job import JobSpec, check_spec
 from shared.spec.tool_source import read_tools, type_hint
 from shared.spec.tools import PythonTool
-from tests.specs import job_spec
+from tests.specs import COUNTER, job_spec
 
 GOOD_TOOL = '''
 def add(a: int, b: int = 2) -> int:
@@ -22,23 +22,6 @@ def add(a: int, b: int = 2) -> int:
         b: The second number.
     """
     return a + b
-'''
-COUNTER = '''
-class Counter:
-    def reset(self, **row):
-        self.n = 0
-
-    def increment(self, by: int) -> str:
-        """Add to the counter.
-
-        Args:
-            by: How much to add.
-        """
-        self.n += by
-        return str(self.n)
-
-    def get_reward(self) -> float:
-        return float(self.n)
 '''
 
 
