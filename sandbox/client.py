@@ -167,19 +167,9 @@ class Sandbox:
 
     def call(self, name: str, kwargs: dict[str, Any]) -> CallResult:
         """Call reward `name` with TRL's keyword arguments (JSON-able ones); raises RewardCallFailed."""
-        if not self.alive():
-            self.start()
-        self._calls += 1
-        self._send({"id": self._calls, "reward": name, "kwargs": kwargs})
-        answer = self._receive(self.limits.timeout_seconds, f"reward function {name!r}")
+        answer = self.request({"reward": name, "kwargs": kwargs}, f"reward function {name!r}")
         if "bad_result" in answer:
             raise BadRewards(f"reward function {name!r} {answer['bad_result']}")
-        if "error" in answer:
-            error = answer["error"]
-            raise RewardCallFailed(
-                f"reward function {name!r} raised {error['type']}: {error['message']}{error['where']}",
-                error["traceback"],
-            )
         return CallResult(
             answer["rewards"],
             [(str(m[0]), float(m[1])) for m in answer["metrics"]],
@@ -187,8 +177,9 @@ class Sandbox:
         )
 
     def request(self, message: dict[str, Any], what: str) -> dict[str, Any]:
-        """Send a tool or environment request (`kind`: tool, env_new, env_call, env_drop, stats); its answer.
-        Raises RewardCallFailed when the code raised (the message names `what`), ran too long, or the sandbox died."""
+        """Send a request (a reward call, or a `kind`: tool, env_new, env_call, stats), starting the sandbox first
+        when it is not running; its answer. Raises RewardCallFailed when the code raised (the message names
+        `what`), ran too long, or the sandbox died."""
         if not self.alive():
             self.start()
         self._calls += 1
@@ -200,6 +191,12 @@ class Sandbox:
                 f"{what} raised {error['type']}: {error['message']}{error['where']}", error["traceback"]
             )
         return answer
+
+    def tool_result(self, message: dict[str, Any], what: str) -> Any:
+        """A tool's (or an environment method's) result as TRL appends it to the conversation: text, or content
+        blocks. Raises RewardCallFailed as `request` does."""
+        answer = self.request(message, what)
+        return answer["content"] if "content" in answer else answer["text"]
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self._process is not None and self._process.stdin is not None

@@ -4,8 +4,8 @@ It is started with an empty environment in its own scratch directory. Before it 
 memory (RLIMIT_AS), drops the network where the kernel lets it (a network namespace), has the kernel confine it
 (`confinement.py`: Landlock and seccomp, for files, network and processes), and installs an audit hook that says
 the same rules in words a reward's author can act on. Then it compiles the users' reward, tool and environment
-sources and answers calls, one JSON line in and one out: rewards, tool calls, and environment instances created,
-called (reset, tools, get_reward) and dropped by handle.
+sources and answers calls, one JSON line in and one out: rewards, tool calls, and environment instances created
+and called (reset, tools, get_reward) by handle. Instances live as long as the process: TRL reuses them.
 
 Only the standard library, this file and (when the sandbox also hosts built-in rewards, as the API's preview asks)
 `sandbox.builtin` run before the hook: nothing the service knows (settings, database, secrets) is in this
@@ -211,9 +211,6 @@ class Agents:
             if method in ("reset", "get_reward"):
                 return {"value": _resolved(getattr(instance, method)(**request["arguments"]))}
             return self._counted(method, getattr(instance, method), request["arguments"])
-        if kind == "env_drop":
-            self.instances.pop(request["handle"], None)
-            return {}
         if kind == "stats":
             return {"calls": self.calls, "failures": self.failures}
         raise ValueError(f"unknown request kind {kind!r}")
@@ -300,9 +297,7 @@ def call(function: Any, request: dict[str, Any], agents: Agents | None = None) -
     kwargs["trainer_state"] = SimpleNamespace(**state) if isinstance(state, dict) else state
     kwargs["log_metric"] = lambda name, value: metrics.append((str(name), float(value)))
     kwargs["log_extra"] = lambda column, values: extras.append((str(column), list(values)))
-    result = function(**kwargs)
-    if inspect.isawaitable(result):
-        result = asyncio.run(result)  # type: ignore[arg-type]
+    result = _resolved(function(**kwargs))
     try:
         rewards = _check(result, len(kwargs["completions"]))
     except (TypeError, ValueError) as error:

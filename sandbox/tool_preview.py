@@ -40,10 +40,6 @@ class ToolPreview:
     confinement: str | None = None
 
 
-def _answer(answer: dict[str, Any]) -> Any:
-    return answer["content"] if "content" in answer else answer.get("text")
-
-
 def _run(
     sandbox: Sandbox,
     agent: AgentSpec,
@@ -72,7 +68,7 @@ def _run(
         try:
             if name not in standalone and handle is None:
                 raise RewardCallFailed(f"Tool {name} not found.")  # TRL's own words for it
-            result.result = _answer(sandbox.request(message, f"tool {name!r}"))
+            result.result = sandbox.tool_result(message, f"tool {name!r}")
         except RewardCallFailed as error:
             result.error = str(error)
         result.seconds = round(time.perf_counter() - began, 4)

@@ -68,10 +68,9 @@ def stand_in(shape: ToolShape, send: Callable[[Any, dict[str, Any]], Any], metho
 def _answer(sandbox: Sandbox, message: dict[str, Any], what: str) -> Any:
     """A tool's result as TRL appends it (text, or content blocks); ToolFailed with the reason otherwise."""
     try:
-        answer = sandbox.request(message, what)
+        return sandbox.tool_result(message, what)
     except RewardCallFailed as error:
         raise ToolFailed(str(error)) from None
-    return answer["content"] if "content" in answer else answer["text"]
 
 
 def build_tools(sandbox: Sandbox, spec: JobSpec) -> list[Any]:

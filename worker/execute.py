@@ -74,14 +74,15 @@ def execute_job(context: WorkerContext, job_id: str) -> None:
             quotas.hold(session, job_id, reason)
             log.info("job %s waits: %s", job_id, reason)
             return
-        job = jobs.get_job(session, job_id)
+        job = jobs.get_job(session, job_id)  # read by hold_reason already: this session's copy
         held = quotas.gpus_on(job, worker_gpus) if job is not None else 0
         attempt = claim(session, job_id, context.name, settings.lease_seconds, held)
         if attempt is None:
-            job = jobs.get_job(session, job_id)
-            log.info("job %s is %s, not queued: nothing to do", job_id, job.status if job else "missing")
+            # Read again: the copy above may predate whoever took or ended the job.
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+            log.info("job %s is %s, not queued: nothing to do", job_id, status or "missing")
             return
-        project = session.scalar(select(Job.project).where(Job.id == job_id)) or DEFAULT_PROJECT
+        project = job.project if job is not None else DEFAULT_PROJECT
     log.info("job %s claimed (attempt %d)", job_id, attempt)
     context.idle_since = None
     _show_current_job(context, job_id)

@@ -125,18 +125,15 @@ def _act(svc: Services, job_id: str, action: Callable[[], None]) -> JSONText:
     return _job_response(svc, job_id)
 
 
-def _status(svc: Services, job_id: str) -> str | None:
+def _queued_in(svc: Services, job_id: str) -> str | None:
+    """The project of the job if it is queued now, else None."""
     with svc.database.session() as session:
-        return session.scalar(select(Job.status).where(Job.id == job_id))
+        return session.scalar(select(Job.project).where(Job.id == job_id, Job.status == JobStatus.QUEUED.value))
 
 
-def _free_slot(svc: Services, job_id: str, was: str | None) -> None:
-    """A queued job that ends or pauses no longer waits before the later jobs of its project: let them start. (A
+def _free_slot(svc: Services, project: str | None) -> None:
+    """A queued job that ends or pauses no longer waits before the later jobs of its `project`: let them start. (A
     running one frees its slot when its worker has stopped it: that worker releases the next.)"""
-    if was != JobStatus.QUEUED.value:
-        return
-    with svc.database.session() as session:
-        project = session.scalar(select(Job.project).where(Job.id == job_id))
     if project is not None:
         quotas.release_held(svc.database, svc.celery, svc.settings, project)
 
@@ -145,9 +142,9 @@ def _free_slot(svc: Services, job_id: str, was: str | None) -> None:
 def cancel_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Cancel a job. A queued or paused job is cancelled at once; a running one too, and its worker ends the
     training process (and anything it started) within about a second. A finished job is a 409."""
-    was = _status(svc, job_id)
+    queued_in = _queued_in(svc, job_id)
     answer = _act(svc, job_id, lambda: lifecycle.cancel_job(svc.database, job_id, actor(caller)))
-    _free_slot(svc, job_id, was)
+    _free_slot(svc, queued_in)
     return answer
 
 
@@ -155,9 +152,9 @@ def cancel_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
 def pause_job(job_id: str, svc: ServicesDep, caller: Writer) -> JSONText:
     """Pause a job. A queued job is paused at once; a running one is asked to (`requested_action: pause`): its
     worker has the trainer save a checkpoint, frees itself and marks the job `paused`."""
-    was = _status(svc, job_id)
+    queued_in = _queued_in(svc, job_id)
     answer = _act(svc, job_id, lambda: lifecycle.pause_job(svc.database, job_id, actor(caller)))
-    _free_slot(svc, job_id, was)
+    _free_slot(svc, queued_in)
     return answer
 
 
