@@ -108,11 +108,16 @@ def api_only(tmp_path: Path) -> Iterator[Service]:
     yield from _embedded(tmp_path, "serve")
 
 
-@pytest.fixture
-def production_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
-    """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production."""
+def production(
+    tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str, **settings: str
+) -> Iterator[Service]:
+    """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production, with these settings."""
     env = base_env(
-        tmp_path / "data", database_url=postgres_url, broker_url=redis_server, queue=redis_queue, **FAST_LIFECYCLE
+        tmp_path / "data",
+        database_url=postgres_url,
+        broker_url=redis_server,
+        queue=redis_queue,
+        **{**FAST_LIFECYCLE, **settings},
     )
     service = Service(env, tmp_path)
     try:
@@ -123,6 +128,12 @@ def production_service(tmp_path: Path, postgres_url: str, redis_server: str, red
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def production_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
+    """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production."""
+    yield from production(tmp_path, postgres_url, redis_server, redis_queue)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -25,8 +25,8 @@ from shared.spec.job import JobSpec
 from shared.store import jobs
 from shared.store.db import Database
 from tests.callers import Caller
-from tests.conftest import FAST_LIFECYCLE
-from tests.processes import Service, base_env
+from tests.conftest import production
+from tests.processes import Service
 from tests.services import libpq_url
 from tests.specs import job_spec, python_reward
 
@@ -49,23 +49,7 @@ def sandbox_env(completions, **kwargs):
 @pytest.fixture
 def secret_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
     """Production's processes (`grpo migrate`, `serve`, `worker` on Postgres and Redis), with a key of secrets."""
-    env = base_env(
-        tmp_path / "data",
-        database_url=postgres_url,
-        broker_url=redis_server,
-        queue=redis_queue,
-        secret_key=Fernet.generate_key().decode(),
-        **FAST_LIFECYCLE,
-    )
-    service = Service(env, tmp_path)
-    try:
-        migrate = service.start(["migrate"], "migrate")
-        assert migrate.process.wait(timeout=60) == 0, migrate.log()
-        service.start_api("serve")
-        service.start_worker()
-        yield service
-    finally:
-        service.stop()
+    yield from production(tmp_path, postgres_url, redis_server, redis_queue, secret_key=Fernet.generate_key().decode())
 
 
 def answers_of_every_get_route(service: Service, caller: Caller, job_id: str) -> list[str]:
