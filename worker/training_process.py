@@ -59,18 +59,22 @@ def describe_exit(exitcode: int | None) -> str:
 
 
 def innermost_frames(log_text: str, count: int = 3) -> list[str]:
-    """The innermost frames of the last stack faulthandler wrote for the main thread, innermost first, leaving out
-    the standard library's (a wait in `selectors` or `threading` says less than the code that waits)."""
+    """The innermost frames of the last stack faulthandler wrote for the main thread, innermost first, one for each
+    file the stack passes through, leaving out the standard library's (a wait in `selectors` or `threading` says
+    less than the code that waits, and three frames of one module would hide the user's code that called it)."""
     block = log_text.rsplit("Current thread", 1)
     if len(block) < 2:
         return []
-    frames = []
+    frames: list[str] = []
+    previous = None
     for line in block[1].splitlines()[1:]:
         match = FRAME.match(line)
         if not match:
             break
-        if not match["file"].startswith(STDLIB):
-            frames.append(f"{match['function']} ({Path(match['file']).name}:{match['line']})")
+        if match["file"].startswith(STDLIB) or match["file"] == previous:
+            continue
+        previous = match["file"]
+        frames.append(f"{match['function']} ({Path(match['file']).name}:{match['line']})")
     return frames[:count]
 
 
