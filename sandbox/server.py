@@ -35,9 +35,9 @@ from sandbox.confinement import Confinement, confine, readable_roots
 
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
-NO_NETWORK = "reward functions have no network access (the reward sandbox)"
-NO_PROCESSES = "reward functions may not start or signal processes (the reward sandbox)"
-NO_CTYPES = "reward functions may not load native code with ctypes (the reward sandbox)"
+NO_NETWORK = "sandboxed code (rewards, tools, environments) has no network access"
+NO_PROCESSES = "sandboxed code (rewards, tools, environments) may not start or signal processes"
+NO_CTYPES = "sandboxed code (rewards, tools, environments) may not load native code with ctypes"
 # Audit events a reward function has no business raising, and what it is told.
 FORBIDDEN_EVENTS = {
     "socket.getaddrinfo": NO_NETWORK,
@@ -130,8 +130,8 @@ def install_audit_hook(scratch: str) -> None:
         allowed = [scratch_root] if writing else readable
         if not _inside(real, allowed):
             raise SandboxViolation(
-                f"reward functions may not {'write' if writing else 'read'} {os.fsdecode(path)}: only files in "
-                "their scratch directory (the current directory)"
+                f"sandboxed code may not {'write' if writing else 'read'} {os.fsdecode(path)}: only files in "
+                "its scratch directory (the current directory)"
             )
 
     def hook(event: str, args: tuple[Any, ...]) -> None:

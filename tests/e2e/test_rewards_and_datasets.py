@@ -155,7 +155,7 @@ SECRET = "hf_secret-token-the-rewards-must-not-see"
 ESCAPES = {
     "socket": (
         "    import socket\n    socket.create_connection(('127.0.0.1', 5432))\n",
-        "raised SandboxViolation: reward functions have no network access (the reward sandbox)",
+        "raised SandboxViolation: sandboxed code (rewards, tools, environments) has no network access",
     ),
     "environment": (
         "    import os\n    return [float(len(os.environ['GRPO_DATABASE_URL'])) for c in completions]\n",
@@ -170,11 +170,11 @@ ESCAPES = {
     ),
     "parent_environment": (
         "    import os\n    open(f'/proc/{os.getppid()}/environ').read()\n",
-        "raised SandboxViolation: reward functions may not read /proc/",
+        "raised SandboxViolation: sandboxed code may not read /proc/",
     ),
     "outside_file": (  # the service's own database
         "    open({data_dir!r} + '/grpo.sqlite', 'rb').read()\n",
-        "raised SandboxViolation: reward functions may not read {data_dir}/grpo.sqlite",
+        "raised SandboxViolation: sandboxed code may not read {data_dir}/grpo.sqlite",
     ),
     "forever": ("    while True:\n        pass\n", "did not return within 3 s (the sandbox's limit per call"),
     "memory": (
