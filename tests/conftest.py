@@ -109,11 +109,18 @@ def api_only(tmp_path: Path) -> Iterator[Service]:
 
 
 def production(
-    tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str, **settings: str
+    tmp_path: Path,
+    postgres_url: str,
+    redis_server: str,
+    redis_queue: str,
+    workers: int = 1,
+    data_dir: Path | None = None,
+    **settings: str,
 ) -> Iterator[Service]:
-    """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production, with these settings."""
+    """`grpo migrate`, `grpo serve` and `grpo worker` (`worker`, `worker-2`, ...) on Postgres + Redis, as in
+    production, with these settings. The workers and the API start at once (their imports overlap)."""
     env = base_env(
-        tmp_path / "data",
+        data_dir or tmp_path / "data",
         database_url=postgres_url,
         broker_url=redis_server,
         queue=redis_queue,
@@ -123,8 +130,12 @@ def production(
     try:
         migrate = service.start(["migrate"], "migrate")
         assert migrate.process.wait(timeout=60) == 0, migrate.log()
+        started = [
+            service.start_worker(f"worker-{n}" if n > 1 else "worker", wait=False) for n in range(1, workers + 1)
+        ]
         service.start_api("serve")
-        service.start_worker()
+        for worker in started:
+            worker.wait_for_log("ready.")
         yield service
     finally:
         service.stop()
@@ -134,6 +145,12 @@ def production(
 def production_service(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
     """`grpo migrate`, `grpo serve` and `grpo worker` on Postgres + Redis, as in production."""
     yield from production(tmp_path, postgres_url, redis_server, redis_queue)
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, postgres_url: str, redis_server: str, redis_queue: str) -> Iterator[Service]:
+    """`production_service` with two workers, `worker` and `worker-2`."""
+    yield from production(tmp_path, postgres_url, redis_server, redis_queue, workers=2)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -35,9 +35,15 @@ class GrpoProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM), without waiting."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.alive():
             self.process.send_signal(signal.SIGTERM)
+        if self.process.poll() is None:
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -124,13 +130,19 @@ class Service:
                 raise AssertionError(f"`grpo {verb}` did not answer within 90s:\n{process.log()}")
             time.sleep(0.2)
 
-    def start_worker(self, name: str = "worker") -> GrpoProcess:
+    def start_worker(self, name: str = "worker", wait: bool = True) -> GrpoProcess:
+        """Start `grpo worker`; with `wait`, return once it takes jobs (otherwise `wait_for_log("ready.")` later:
+        a worker's imports take seconds of CPU that can overlap the API's start)."""
         process = self.start(["worker"], name)
-        process.wait_for_log("ready.")
+        if wait:
+            process.wait_for_log("ready.")
         return process
 
     def stop(self) -> None:
+        """Stop every process: all are asked at once (each takes seconds to wind down), then each is waited for."""
         self.http.close()
+        for process in reversed(self.processes):
+            process.terminate()
         for process in reversed(self.processes):
             process.stop()
 

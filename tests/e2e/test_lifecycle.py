@@ -282,10 +282,9 @@ def test_queued_jobs_still_run_when_redis_loses_its_messages(
 
 
 def test_a_job_delivered_twice_at_once_to_two_idle_workers_is_claimed_once(
-    production_service: Service, tiny_model: Path, postgres_url: str
+    two_workers: Service, tiny_model: Path, postgres_url: str
 ) -> None:
-    service = production_service
-    service.start_worker("worker-2")  # both workers now wait on the queue, idle
+    service = two_workers  # both workers wait on the queue, idle
     settings = Settings(
         broker_url=service.env["GRPO_BROKER_URL"],
         queue=service.env["GRPO_QUEUE"],

@@ -18,10 +18,9 @@ def _at(job: dict[str, Any], field: str) -> datetime:
 
 
 def test_a_job_over_the_running_limit_waits_its_turn_without_holding_back_another_project(
-    production_service: Service, tiny_model: Path
+    two_workers: Service, tiny_model: Path
 ) -> None:
-    service = production_service
-    service.start_worker("worker-2")
+    service = two_workers
     created = service.http.post("/v1/projects", json={"name": "alpha", "max_running_jobs": 1, "max_queued_jobs": 2})
     assert created.status_code == 201, created.text
     alpha = Caller(service, "alpha member", service.make_key("alpha", "member"))
