@@ -26,7 +26,7 @@ from sqlalchemy import Connection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services, services
-from api.errors import ApiError, error_response, not_found
+from api.errors import DATABASE_ERRORS, ApiError, database_away, database_unavailable, error_response, not_found
 from shared.access.keys import Identity, Role, authenticate
 from shared.access.projects import DEFAULT_PROJECT
 from shared.lifecycle import Actor
@@ -188,5 +188,10 @@ class KeyFirst:
                     await anyio.to_thread.run_sync(identify_key, key, svc)
         except ApiError as refused:
             await error_response(refused)(scope, receive, send)
+            return
+        except DATABASE_ERRORS as error:  # this middleware runs outside the app's exception handlers
+            if not database_away(error):
+                raise
+            await error_response(database_unavailable(error))(scope, receive, send)
             return
         await self.app(scope, receive, send)

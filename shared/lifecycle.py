@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from celery import Celery
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from shared import quotas
@@ -105,6 +105,8 @@ def submit_job(
         return _replay(existing, spec), True
     try:
         dispatch(database, celery_app, settings, job.id)
+    except SQLAlchemyError:
+        raise  # the database, not the broker: the job stays queued, and a worker's sweep sends it once it is back
     except Exception as error:
         log.exception("could not send job %s to the broker", job.id)
         message = f"could not send the job to the broker ({type(error).__name__}: {error}); submit it again"
@@ -208,6 +210,8 @@ def resume_job(
         raise ActionRefused(f"job {job_id} is {job.status}: only a paused job can be resumed")
     try:
         dispatch(database, celery_app, settings, job_id)
+    except SQLAlchemyError:
+        raise  # the database, not the broker (the job is queued: a worker's sweep sends it)
     except Exception as error:
         # The job stays queued; a worker's sweep sends it again once the broker is back.
         raise BrokerUnavailable(

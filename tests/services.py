@@ -141,3 +141,38 @@ def redis_url() -> str:
     """A URL of a Redis server."""
     url = os.environ.get("GRPO_TEST_REDIS_URL", DEFAULT_REDIS_URL)
     return url if _redis_answers(url) else _start_redis()
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of one test's own, which it may stop and start (the shared server must stay up). Run as
+    the `postgres` user when the tests run as root (initdb refuses root)."""
+
+    def __init__(self) -> None:
+        self.bin = Path(_find_binary("pg_ctl", ["/usr/lib/postgresql/*/bin/pg_ctl"]) or "pg_ctl").parent
+        self.root = Path(tempfile.mkdtemp(prefix="grpo-test-own-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        self._as_postgres([str(self.bin / "initdb"), "-D", str(self.root / "db"), "-U", "postgres", "--auth=trust"])
+
+    def _as_postgres(self, command: list[str]) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        result = subprocess.run(prefix + command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        log = str(self.root / "server.log")
+        self._as_postgres(
+            [str(self.bin / "pg_ctl"), "-D", str(self.root / "db"), "-o", options, "-l", log, "-w", "start"]
+        )
+
+    def stop(self) -> None:
+        """A fast shutdown: every connection is cut, as in a restart or a failover."""
+        self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.root / "db"), "-m", "fast", "-w", "stop"])
+
+    def remove(self) -> None:
+        if (self.root / "db" / "postmaster.pid").exists():
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

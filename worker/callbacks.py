@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,23 @@ from worker.protocol import WorkerLink
 def directory_size(path: Path) -> int:
     """Bytes in the files under `path`."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def make_durable(path: Path) -> None:
+    """Flush a saved checkpoint's files and folders to the disk, so that what is registered is whole even after a
+    crash of the machine (and on a disk that other machines read)."""
+    for item in [*path.rglob("*"), path, path.parent]:  # the parent: the checkpoint's own entry
+        if item.is_symlink():
+            continue
+        descriptor = os.open(item, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        except OSError as error:
+            # Some filesystems (FUSE mounts, for one) cannot fsync a folder; its files were flushed all the same.
+            if not (error.errno == errno.EINVAL and item.is_dir()):
+                raise
+        finally:
+            os.close(descriptor)
 
 
 def agreed_by_all_ranks(decision: bool) -> bool:
@@ -96,6 +115,7 @@ class CheckpointCallback(TrainerCallback):
         """Store the metrics logged so far, record a checkpoint this claim saved (fenced), then delete its
         checkpoints beyond `keep`."""
         self.writer.flush()
+        make_durable(path)
         self.saved = [(s, p) for s, p in self.saved if s != step] + [(step, path)]
         retired = self.saved[: -self.keep] if self.keep else []
         with self.database.session() as session:
@@ -112,6 +132,15 @@ class CheckpointCallback(TrainerCallback):
         for _, old in retired:
             shutil.rmtree(old, ignore_errors=True)
         self.saved = self.saved[len(retired) :]
+
+    def remove_partial(self, output_dir: Path) -> list[str]:
+        """Delete the checkpoint folders of this run that were never registered (a save that failed halfway, for
+        example on a full disk): only whole checkpoints stay. Returns their names."""
+        registered = {path.name for _, path in self.saved}
+        partial = [p for p in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name not in registered]
+        for folder in partial:
+            shutil.rmtree(folder, ignore_errors=True)
+        return sorted(p.name for p in partial)
 
     def saved_at(self, step: int) -> bool:
         """Whether this claim saved a checkpoint at `step`."""

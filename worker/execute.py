@@ -180,6 +180,8 @@ def _supervise(context: WorkerContext, job_id: str, attempt: int, process: Train
             return
     if stop_reason is not None and outcome.stopped_at_step is not None:
         _stop(context, job_id, attempt, stop_reason, step=outcome.stopped_at_step, why="checkpoint saved")
+    elif outcome.pause_because is not None:
+        _pause_because(context, job_id, attempt, outcome.pause_because)
     else:
         _finish(context.database, job_id, attempt, outcome)
 
@@ -227,6 +229,21 @@ def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: 
             dispatch(context.database, context.celery, context.settings, job_id)
         except Exception:
             log.exception("job %s: handed back, but its message could not be sent (a sweep will)", job_id)
+
+
+def _pause_because(context: WorkerContext, job_id: str, attempt: int, why: str) -> None:
+    """Pause a job whose run could not start for a reason its user can fix, retrying while the database is away
+    (a failure instead would lose what it trained: a failed job cannot be resumed)."""
+    for delay in (0, *FINISH_RETRY_DELAYS):
+        time.sleep(delay)
+        try:
+            with context.database.session() as session:
+                message = f"job paused: {why}"
+                transition(session, job_id, JobStatus.PAUSED, attempt=attempt, message=message, status_reason=why)
+            return
+        except SQLAlchemyError:
+            log.exception("job %s: could not pause it; retrying", job_id)
+    log.error("job %s: gave up pausing it; its lease will expire and a sweep will requeue it", job_id)
 
 
 def _finish(database: Database, job_id: str, attempt: int, outcome: Outcome) -> None:

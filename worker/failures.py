@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 from shared.spec.resources import DoesNotFit
 from shared.store.states import LeaseLost
 from worker.data import DatasetProblem
@@ -34,10 +36,26 @@ _TOOL_TEMPLATE_FIX = (
     "--tool-calling` builds a tiny one)"
 )
 # What TRL says at run time that only the worker can know, and the fix to add to it (by a part of TRL's message).
+DISK_FULL = (
+    "the worker's disk is full: free space under its GRPO_DATA_DIR, or checkpoint less (a larger args.save_steps, a "
+    "smaller args.save_total_limit); a checkpoint left half saved is removed"
+)
 FIXES = {
+    "No space left on device": DISK_FULL,
     "does not support tool calling": _TOOL_TEMPLATE_FIX,
     "failed to add response schema": _TOOL_TEMPLATE_FIX,
 }
+
+
+def _disk_full(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def stage_error(stage: str, error: BaseException) -> TrainingFailed:
@@ -45,6 +63,8 @@ def stage_error(stage: str, error: BaseException) -> TrainingFailed:
     if isinstance(error, READABLE_ERRORS):
         return TrainingFailed(f"{stage}: {error}")
     fix = next((fix for words, fix in FIXES.items() if words in str(error)), None)
+    if fix is None and _disk_full(error):  # torch.save says "file write failed", its cause says ENOSPC
+        fix = DISK_FULL
     if fix is not None:
         return TrainingFailed(f"{stage}: {type(error).__name__}: {error} ({fix})")
     return TrainingFailed(f"{stage}: {type(error).__name__}: {error}")

@@ -41,6 +41,8 @@ class Outcome:
     summary: dict[str, Any] = field(default_factory=dict)  # TRL's end-of-training log
     # Stopped on the worker's request (pause, hand-off) after saving a checkpoint at this step.
     stopped_at_step: int | None = None
+    # The run could not start for a reason its user can fix, with nothing lost: the job is paused, saying why.
+    pause_because: str | None = None
 
     @classmethod
     def failed(cls, error: str, traceback: str | None = None) -> Outcome:
@@ -73,6 +75,7 @@ def from_wire(data: dict[str, Any]) -> Message | None:
             traceback=data.get("traceback"),
             summary=data.get("summary", {}),
             stopped_at_step=data.get("stopped_at_step"),
+            pause_because=data.get("pause_because"),
         )
     return None
 

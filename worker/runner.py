@@ -39,7 +39,7 @@ from worker.lora import build_lora_config
 from worker.metrics import MetricsCallback, MetricsWriter, MetricsWriterFailed
 from worker.model_paths import check_model_reference
 from worker.protocol import Outcome, WorkerLink
-from worker.resume import resume_point
+from worker.resume import CheckpointOutOfReach, resume_point
 from worker.rewards import Rewards, build_reward_funcs
 from worker.vllm_server import start_for_job
 
@@ -95,6 +95,8 @@ def train(
     try:
         return _train(_load_run(settings, database, job_id, attempt, link, worker_gpus), cleanup)
     except TrainingFailed as failure:
+        if isinstance(failure.__cause__, CheckpointOutOfReach):  # the work is kept: paused until it is in reach
+            return Outcome(False, str(failure.__cause__), pause_because=str(failure.__cause__))
         return Outcome.failed(str(failure), "".join(traceback.format_exception(failure.__cause__ or failure)))
     except BaseException as error:  # anything unforeseen still ends the job with its reason
         return Outcome.failed(f"{type(error).__name__}: {error}", traceback.format_exc())
@@ -309,6 +311,8 @@ def _run_trainer(run: TrainingRun, inputs: TrainerInputs) -> Outcome:
     except Exception as error:
         failure = stage_error(stage, error)
         failure.__cause__ = error
+        if is_main_rank():
+            checkpoints.remove_partial(Path(str(config.output_dir)))
     # Every step logged before the end (or the failure) reaches the database.
     try:
         writer.close()

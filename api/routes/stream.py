@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.auth import REMEMBER_SECONDS, Reader, identify_key, presented_key, require_visible_job
 from api.deps import Services, ServicesDep
-from api.errors import ApiError
+from api.errors import DATABASE_ERRORS, RETRY_AFTER_SECONDS, ApiError, database_away
 from api.schemas import ErrorBody
 from shared.store.reads import read_job
 from shared.watching.stream import BadCursor, Cursor, JobState, Poll, poll
@@ -83,6 +83,9 @@ def _still_valid(svc: Services, key: str | None) -> bool:
         identify_key(key, svc)
     except ApiError:
         return False
+    except DATABASE_ERRORS as error:  # the database is away: the key is checked again once it is back
+        if not database_away(error):
+            raise
     return True
 
 
@@ -98,6 +101,11 @@ async def _messages(svc: Services, job_id: str, cursor: Cursor, key: str | None)
             found = await anyio.to_thread.run_sync(_poll, svc, job_id, cursor, state)
         except LookupError:  # deleted while followed
             return
+        except DATABASE_ERRORS as error:  # away for a while: the stream waits and its cursor misses nothing
+            if not database_away(error):
+                raise
+            await anyio.sleep(RETRY_AFTER_SECONDS)
+            continue
         for message in found.messages:
             yield ServerSentEvent(data=message.data, event=message.event, id=message.id)
         state = found.state

@@ -235,28 +235,35 @@ def test_a_model_that_cannot_call_tools_fails_with_the_fix(service: Service, tin
     assert "grpo tiny-model DIR --tool-calling" in job["error"]
 
 
-SAYS_THE_RESULT = '''
-def says_the_result(completions, **kwargs):
-    """1.0 when the final answer repeats what the last tool call returned, 0.0 otherwise."""
+WELL_FORMED_CALL = '''
+def well_formed_call(completions, prompts, **kwargs):
+    """1.0 when the first tool call's expression is the question's, 0.0 otherwise (no call, other arguments)."""
     scores = []
-    for messages in completions:
-        results = [str(m.get("content")) for m in messages if m.get("role") == "tool"]
-        final = str(messages[-1].get("content") or "") if messages[-1].get("role") == "assistant" else ""
-        words = final.split() + [word.rstrip(".") for word in final.split()]
-        scores.append(1.0 if results and results[-1] in words else 0.0)
+    for prompt, messages in zip(prompts, completions):
+        question = prompt[-1]["content"].split(" is ", 1)[-1].rstrip("?")
+        calls = [
+            str(call["function"]["arguments"].get("expression", ""))
+            for message in messages
+            for call in message.get("tool_calls") or []
+        ]
+        scores.append(1.0 if calls and calls[0].replace(" ", "") == question.replace(" ", "") else 0.0)
     return scores
 '''
 
 
-def test_the_model_learns_to_answer_with_what_the_tool_returned(service: Service, tiny_tool_model: Path) -> None:
-    """Rewarded for an answer that repeats the calculator's result, the model does it more often (seeded: the same
-    curve each run on this CPU build, about 0.69 over the first 8 steps and 0.91 over the last 8)."""
+def test_the_model_learns_to_call_the_tool_with_the_questions_expression(
+    service: Service, tiny_tool_model: Path
+) -> None:
+    """Rewarded for a call whose expression is the question's, sampled at temperature 1.3 (where it makes one about
+    two times in five), the model makes it more often: 0.36 -> 0.48 over the first and the last 8 steps through the
+    service here, and 0.37 -> 0.56, 0.41 -> 0.58, 0.46 -> 0.58 on three seeds as a bare TRL script (at temperature
+    1.0 it starts near its ceiling, and a tiny model's curve there depends on the machine's floating point)."""
     spec = _spec(tiny_tool_model, steps=40)
-    spec["reward_funcs"] = [{"type": "python", "source": SAYS_THE_RESULT}]
-    spec["args"].update(per_device_train_batch_size=8, learning_rate=1e-3, seed=0)
+    spec["reward_funcs"] = [{"type": "python", "source": WELL_FORMED_CALL}]
+    spec["args"].update(per_device_train_batch_size=16, num_generations=8, learning_rate=5e-4, temperature=1.3, seed=0)
     job = _run(service, spec)
     assert job["status"] == "succeeded", job["error"]
     rewards = [p["metrics"]["reward"] for p in service.all_metrics(job["id"])]
     first, last = statistics.fmean(rewards[:8]), statistics.fmean(rewards[-8:])
-    print(f"says_the_result reward: first 8 steps {first:.3f}, last 8 steps {last:.3f}")
-    assert last > first + 0.1, rewards
+    print(f"well_formed_call reward: first 8 steps {first:.3f}, last 8 steps {last:.3f}")
+    assert last > first + 0.08, rewards

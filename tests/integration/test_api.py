@@ -103,7 +103,8 @@ def test_openapi_docs_and_health(api_only: Service) -> None:
     assert "JobSpec" in schema["components"]["schemas"]
     assert "swagger-ui" in api_only.http.get("/docs").text
     assert api_only.http.get("/healthz").json() == {"status": "ok"}
-    assert api_only.http.get("/readyz").json() == {"status": "ok", "database": "ok"}
+    ready = {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
+    assert api_only.http.get("/readyz").json() == ready
 
 
 # Each built-in reward and its parameters with their defaults, as the README's table lists them.
@@ -175,6 +176,9 @@ def test_an_unreachable_broker_is_a_503_and_the_job_keeps_its_reason(tmp_path: P
         retry = service.http.post("/v1/jobs", json=job_spec("/models/tiny"), headers=key, timeout=60)
         assert retry.status_code == 503 and "Idempotent-Replayed" not in retry.headers
         assert len(stored_jobs(service)) == 2
+        ready = service.http.get("/readyz")
+        assert ready.status_code == 503 and ready.headers["Retry-After"] == "5"
+        assert ready.json() == {"status": "unavailable", "database": "ok", "broker": "unavailable", "storage": "ok"}
     finally:
         service.stop()
 

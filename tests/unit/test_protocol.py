@@ -23,7 +23,11 @@ def test_the_wire_format_is_the_one_both_ends_have_always_spoken() -> None:
         "traceback": None,
         "summary": {},
         "stopped_at_step": None,
+        "pause_because": None,  # added later: a message without it still reads (from_wire's .get)
     }
+    paused = Outcome(False, "out of reach", pause_because="out of reach")
+    assert from_wire(to_wire(paused)) == paused
+    assert from_wire({"type": "outcome", "succeeded": True}) == Outcome(True)
 
 
 def test_a_message_this_side_does_not_know_is_ignored() -> None:
