@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_benchmark_runs_and_reports_beside_its_baseline(
-    tmp_path: Path, tiny_model: Path, tiny_tool_model: Path
-) -> None:
+def test_every_benchmark_runs_and_reports_beside_its_baseline(tmp_path: Path) -> None:
     results_file, markdown = tmp_path / "results.json", tmp_path / "BENCHMARKS.md"
-    # The run's models are the suite's (the tool-calling one takes 15 to 25 s to build).
-    models = {"GRPO_BENCH_TINY_MODEL": str(tiny_model), "GRPO_BENCH_TINY_TOOL_MODEL": str(tiny_tool_model)}
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--results", str(results_file), "--markdown", str(markdown)],
         cwd=ROOT,
-        env={**os.environ, **models},
         capture_output=True,
         text=True,
         timeout=900,
@@ -63,13 +57,9 @@ def test_every_benchmark_runs_and_reports_beside_its_baseline(
     assert results["series"]["points"] == 3000 and 500 <= results["series"]["overview_points_returned"] <= 1000
     assert results["series"]["zoom_500_steps"]["p50_ms"] > 0 and results["series"]["healthz_floor"]["p50_ms"] > 0
 
-    agent = results["tools"]["agent_job"]
-    assert agent["bare_trl_train_runtime_s"] > 0 and agent["train_time_ratio"] > 0
-
     table = markdown.read_text()
     assert "| 1. training time, 5 steps, embedded |" in table
     assert "| 4. metrics page of 100, 20 jobs / 1,000 points, 8 connections |" in table
     assert "| 7. reward preview, the seed's 3 Python rewards (p50/p95, n=3) |" in table
     assert "| 3. on_log -> arrives on the live stream, embedded (p50/p99) |" in table
-    assert "| 9. training time, the agent example (calculator tool), 5 steps, embedded |" in table
     assert "| 8. dashboard series of a 3,000-point job, 7 charts, 1,000 buckets (p50/p95) |" in table
