@@ -180,8 +180,6 @@ def _supervise(context: WorkerContext, job_id: str, attempt: int, process: Train
             return
     if stop_reason is not None and outcome.stopped_at_step is not None:
         _stop(context, job_id, attempt, stop_reason, step=outcome.stopped_at_step, why="checkpoint saved")
-    elif outcome.pause_because is not None:
-        _pause_because(context, job_id, attempt, outcome.pause_because)
     else:
         _finish(context.database, job_id, attempt, outcome)
 
@@ -231,23 +229,9 @@ def _stop(context: WorkerContext, job_id: str, attempt: int, reason: str, step: 
             log.exception("job %s: handed back, but its message could not be sent (a sweep will)", job_id)
 
 
-def _pause_because(context: WorkerContext, job_id: str, attempt: int, why: str) -> None:
-    """Pause a job whose run could not start for a reason its user can fix, retrying while the database is away
-    (a failure instead would lose what it trained: a failed job cannot be resumed)."""
-    for delay in (0, *FINISH_RETRY_DELAYS):
-        time.sleep(delay)
-        try:
-            with context.database.session() as session:
-                message = f"job paused: {why}"
-                transition(session, job_id, JobStatus.PAUSED, attempt=attempt, message=message, status_reason=why)
-            return
-        except SQLAlchemyError:
-            log.exception("job %s: could not pause it; retrying", job_id)
-    log.error("job %s: gave up pausing it; its lease will expire and a sweep will requeue it", job_id)
-
-
 def _finish(database: Database, job_id: str, attempt: int, outcome: Outcome) -> None:
-    """Record how the run ended, retrying while the database is unreachable."""
+    """Record how the run ended (succeeded, failed, or paused for a reason its user can fix), retrying while the
+    database is unreachable."""
     for delay in (0, *FINISH_RETRY_DELAYS):
         time.sleep(delay)
         try:
@@ -272,7 +256,13 @@ def _shorten(error: str) -> str:
 
 def _record_end(database: Database, job_id: str, attempt: int, outcome: Outcome) -> None:
     with database.session() as session:
-        if outcome.succeeded:
+        if outcome.pause_because is not None:
+            # Nothing is lost and its user can fix why: a failure would lose what it trained (no resume from it).
+            why = outcome.pause_because
+            moved = transition(
+                session, job_id, JobStatus.PAUSED, attempt=attempt, message=f"job paused: {why}", status_reason=why
+            )
+        elif outcome.succeeded:
             moved = transition(
                 session,
                 job_id,
@@ -289,7 +279,8 @@ def _record_end(database: Database, job_id: str, attempt: int, outcome: Outcome)
             if moved:
                 add_event(session, job_id, "error", error, {"traceback": outcome.traceback})
     if moved:
-        log.info("job %s %s", job_id, "succeeded" if outcome.succeeded else f"failed: {outcome.error}")
+        ended = "succeeded" if outcome.succeeded else f"failed: {outcome.error}"
+        log.info("job %s %s", job_id, f"paused: {outcome.pause_because}" if outcome.pause_because else ended)
         return
     # The claim lost the job while it ran (its writes were refused, so the child ended on its own).
     with database.session() as session:

@@ -16,6 +16,8 @@ from shared.store.models import Job, utcnow
 from shared.store.reads import read_events
 from shared.store.states import claim
 from tests.store import LEASE_SECONDS, running_job
+from worker.execute import _finish
+from worker.protocol import Outcome
 from worker.resume import CheckpointOutOfReach, resume_point
 
 
@@ -61,3 +63,13 @@ def test_a_newest_checkpoint_out_of_reach_is_named_with_the_fix_not_started_over
     last = _events(database, job_id)[-1]
     assert last["kind"] == "error" and last["message"] == message
     assert not any("resumes from" in e["message"] for e in _events(database, job_id))
+
+
+def test_an_attempt_stopped_for_a_checkpoint_out_of_reach_pauses_the_job_saying_why(database: Database) -> None:
+    job_id, attempt = running_job(database)
+    why = "checkpoint-20 (step 20, saved by attempt 1) is registered but its files are not on this worker"
+    _finish(database, job_id, attempt, Outcome(False, why, pause_because=why))
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and (job.status, job.status_reason) == ("paused", why)
+    assert _events(database, job_id)[-1]["message"] == f"job paused: {why}"
